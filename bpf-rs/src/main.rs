@@ -1,0 +1,17 @@
+//! bpfcap's BPF programs. One object serves every supported kernel: struct
+//! offsets arrive as globals computed from the running kernel's BTF.
+#![no_std]
+#![no_main]
+
+mod common;
+mod process;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[no_mangle]
+#[link_section = "license"]
+pub static LICENSE: [u8; 4] = *b"GPL\0";

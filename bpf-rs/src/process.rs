@@ -1,0 +1,136 @@
+//! Process lifecycle: exec, exit, fork, from the scheduler's raw tracepoints
+//! (cheaper than classic tracepoints, no tracefs needed, and they hand us the
+//! task pointers).
+
+use aya_ebpf::{
+    helpers::generated as h,
+    macros::{map, raw_tracepoint},
+    maps::PerCpuArray,
+    programs::RawTracePointContext,
+};
+use bpfcap_common::{
+    flag, kind, ExecRecord, ExitRecord, ForkRecord, ARGV_MAX, FILENAME_MAX,
+};
+
+use crate::common::{count_lost, emit, fill_header, off, read_kernel, wakeup_flags, EVENTS_ptr};
+
+/// Exec records are built here (too big for the 512-byte stack) and sent with
+/// `bpf_ringbuf_output` trimmed to what they hold.
+#[map(name = "BPFCAP_EXEC_TMP")]
+static EXEC_SCRATCH: PerCpuArray<ExecRecord> = PerCpuArray::with_max_entries(1, 0);
+
+const DATA_OFFSET: usize = core::mem::size_of::<ExecRecord>() - FILENAME_MAX - ARGV_MAX;
+
+/// `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn bpfcap_exec(ctx: RawTracePointContext) -> i32 {
+    let _ = try_exec(&ctx);
+    0
+}
+
+fn try_exec(ctx: &RawTracePointContext) -> Option<()> {
+    let rec = unsafe { &mut *EXEC_SCRATCH.get_ptr_mut(0)? };
+    fill_header(&mut rec.hdr, kind::PROCESS_EXEC);
+    let task: u64 = ctx.arg(0);
+    let bprm: u64 = ctx.arg(2);
+    let data = rec.data.as_mut_ptr();
+
+    // Filename: the path as given to execve (bprm->filename).
+    let mut fname_len: usize = 0;
+    if let Some(fname) = read_kernel::<u64>(bprm, off!(bprm_filename)) {
+        let n = unsafe {
+            h::bpf_probe_read_kernel_str(data.cast(), FILENAME_MAX as u32, fname as *const _)
+        };
+        if n > 0 {
+            fname_len = n as usize;
+            if fname_len == FILENAME_MAX {
+                rec.hdr.flags |= flag::FILENAME_TRUNCATED;
+            }
+        }
+    }
+    // Keep the verifier's view of the offset bounded: 0 <= fname_len < FILENAME_MAX.
+    fname_len &= FILENAME_MAX - 1;
+
+    // argv: the new image's argument strings, mm->arg_start..arg_end.
+    let mut argv_len: usize = 0;
+    let mm = read_kernel::<u64>(task, off!(task_mm)).unwrap_or(0);
+    let start = read_kernel::<u64>(mm, off!(mm_arg_start)).unwrap_or(0);
+    let end = read_kernel::<u64>(mm, off!(mm_arg_end)).unwrap_or(0);
+    if end > start {
+        let mut len = (end - start) as usize;
+        if len >= ARGV_MAX {
+            len = ARGV_MAX - 1;
+            rec.hdr.flags |= flag::ARGV_TRUNCATED;
+        }
+        len &= ARGV_MAX - 1;
+        let ret = unsafe {
+            h::bpf_probe_read_user(data.add(fname_len).cast(), len as u32, start as *const _)
+        };
+        if ret == 0 {
+            argv_len = len;
+        } else {
+            rec.hdr.flags |= flag::ARGV_UNREADABLE;
+        }
+    }
+
+    rec.filename_len = fname_len as u16;
+    rec.argv_len = argv_len as u16;
+    rec._pad = 0;
+    // Both parts are masked above, so the verifier can bound the size.
+    let size = DATA_OFFSET + fname_len + argv_len;
+    rec.hdr.size = size as u32;
+    let ret = unsafe {
+        h::bpf_ringbuf_output(
+            EVENTS_ptr(),
+            (rec as *mut ExecRecord).cast(),
+            size as u64,
+            wakeup_flags(),
+        )
+    };
+    if ret != 0 {
+        count_lost(kind::PROCESS_EXEC);
+    }
+    Some(())
+}
+
+/// `sched_process_exit(struct task_struct *p[, bool group_dead])`: reported
+/// once per process, when its last thread exits (signal->live reached 0).
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn bpfcap_exit(ctx: RawTracePointContext) -> i32 {
+    let task: u64 = ctx.arg(0);
+    let signal = read_kernel::<u64>(task, off!(task_signal)).unwrap_or(0);
+    if let Some(live) = read_kernel::<i32>(signal, off!(signal_live)) {
+        if live != 0 {
+            return 0; // another thread of this process is still running
+        }
+    } else {
+        // Without the offsets, fall back to "the thread-group leader exited".
+        let pid_tgid = unsafe { h::bpf_get_current_pid_tgid() };
+        if pid_tgid >> 32 != pid_tgid & 0xffff_ffff {
+            return 0;
+        }
+    }
+    let exit_code = read_kernel::<u32>(task, off!(task_exit_code)).unwrap_or(0);
+    emit::<ExitRecord>(kind::PROCESS_EXIT, |rec| {
+        rec.exit_code = exit_code;
+        rec._pad = 0;
+    });
+    0
+}
+
+/// `sched_process_fork(struct task_struct *parent, struct task_struct *child)`:
+/// only new processes; new threads (child->pid != child->tgid) are skipped.
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn bpfcap_fork(ctx: RawTracePointContext) -> i32 {
+    let child: u64 = ctx.arg(1);
+    let child_pid = read_kernel::<u32>(child, off!(task_pid)).unwrap_or(0);
+    let child_tgid = read_kernel::<u32>(child, off!(task_tgid)).unwrap_or(0);
+    if child_pid != child_tgid {
+        return 0;
+    }
+    emit::<ForkRecord>(kind::PROCESS_FORK, |rec| {
+        rec.child_pid = child_tgid;
+        rec._pad = 0;
+    });
+    0
+}

@@ -1,0 +1,171 @@
+//! Record and map types shared by the BPF programs (`bpf-rs/`) and userspace.
+//!
+//! Everything here is `#[repr(C)]`, `Copy`, explicitly padded, and uses integers
+//! instead of `bool`, so both sides agree on the layout byte for byte.
+//! `tests/layout.rs` in `bpfcap-core` checks the layout against the BPF object's BTF.
+#![no_std]
+
+/// Length of `task_struct.comm`.
+pub const COMM_LEN: usize = 16;
+/// Bytes reserved for an exec's filename (including its NUL).
+pub const FILENAME_MAX: usize = 512;
+/// Bytes of argv (NUL-separated) an exec record carries at most.
+pub const ARGV_MAX: usize = 2048;
+
+/// Event kinds. The numbers are part of the public contract (`EventType` in Python,
+/// `eventTypes` in filters): never renumber.
+pub mod kind {
+    pub const PROCESS_EXEC: u16 = 1;
+    pub const PROCESS_EXIT: u16 = 2;
+    pub const PROCESS_FORK: u16 = 3;
+    pub const TCP_CONNECT: u16 = 4;
+    pub const TCP_CLOSE: u16 = 5;
+    pub const UDP_SEND: u16 = 6;
+    pub const FILE_OPEN: u16 = 7;
+    pub const FILE_READ: u16 = 8;
+    pub const FILE_WRITE: u16 = 9;
+    pub const EXEC_CHECK: u16 = 10;
+    pub const FILE_PERMISSION: u16 = 11;
+    pub const PROBE: u16 = 12;
+    /// In-band loss notice; produced by userspace, never by the kernel.
+    pub const LOSS: u16 = 13;
+    /// One more than the largest kind: size of per-kind counter arrays.
+    pub const COUNT: u32 = 14;
+}
+
+/// `Header::flags` bits.
+pub mod flag {
+    /// argv did not fit into `ARGV_MAX` bytes.
+    pub const ARGV_TRUNCATED: u16 = 1 << 0;
+    /// The filename did not fit into `FILENAME_MAX` bytes.
+    pub const FILENAME_TRUNCATED: u16 = 1 << 1;
+    /// Reading argv from the new process failed: the argv list is empty.
+    pub const ARGV_UNREADABLE: u16 = 1 << 2;
+}
+
+/// Common start of every record: the decoder checks `size` and dispatches on
+/// `kind` before it reads anything else.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Header {
+    pub kind: u16,
+    pub flags: u16,
+    /// Size of the whole record in bytes, header included.
+    pub size: u32,
+    /// `bpf_ktime_get_ns()`: CLOCK_MONOTONIC.
+    pub ts_ns: u64,
+    /// cgroup v2 id (inode of the cgroup directory).
+    pub cgroup_id: u64,
+    /// Thread-group id (what userspace calls pid).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mnt_ns: u32,
+    pub pid_ns: u32,
+    pub _pad: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// `process_exec`: `data` holds the filename (NUL-terminated, `filename_len`
+/// bytes with the NUL) followed by `argv_len` bytes of NUL-separated argv.
+/// Only `size` bytes are sent, so the unused tail of `data` never crosses the ring.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExecRecord {
+    pub hdr: Header,
+    pub filename_len: u16,
+    pub argv_len: u16,
+    pub _pad: u32,
+    pub data: [u8; FILENAME_MAX + ARGV_MAX],
+}
+
+/// `process_exit`: sent when the last thread of a process exits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ExitRecord {
+    pub hdr: Header,
+    /// `task_struct.exit_code`: `(status << 8) | signal` (bit 7: core dumped).
+    pub exit_code: u32,
+    pub _pad: u32,
+}
+
+/// `process_fork`: a new process (not a thread); `hdr` describes the parent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ForkRecord {
+    pub hdr: Header,
+    pub child_pid: u32,
+    pub _pad: u32,
+}
+
+/// Marker for "this kernel does not have that field" in [`Offsets`].
+pub const NO_OFFSET: u32 = u32::MAX;
+
+/// Byte offsets of the kernel struct fields the programs read, computed in
+/// userspace from the running kernel's BTF (aya's Rust programs have no CO-RE).
+/// A field the kernel lacks is `NO_OFFSET`; the programs then leave the value 0.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Offsets {
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_real_parent: u32,
+    pub task_mm: u32,
+    pub task_nsproxy: u32,
+    pub task_exit_code: u32,
+    pub task_signal: u32,
+    pub signal_live: u32,
+    pub mm_arg_start: u32,
+    pub mm_arg_end: u32,
+    pub nsproxy_mnt_ns: u32,
+    pub nsproxy_pid_ns: u32,
+    pub mnt_ns_inum: u32,
+    pub pid_ns_inum: u32,
+    pub bprm_filename: u32,
+    pub _pad: u32,
+}
+
+impl Offsets {
+    pub const UNKNOWN: Self = Self {
+        task_pid: NO_OFFSET,
+        task_tgid: NO_OFFSET,
+        task_real_parent: NO_OFFSET,
+        task_mm: NO_OFFSET,
+        task_nsproxy: NO_OFFSET,
+        task_exit_code: NO_OFFSET,
+        task_signal: NO_OFFSET,
+        signal_live: NO_OFFSET,
+        mm_arg_start: NO_OFFSET,
+        mm_arg_end: NO_OFFSET,
+        nsproxy_mnt_ns: NO_OFFSET,
+        nsproxy_pid_ns: NO_OFFSET,
+        mnt_ns_inum: NO_OFFSET,
+        pid_ns_inum: NO_OFFSET,
+        bprm_filename: NO_OFFSET,
+        _pad: 0,
+    };
+}
+
+/// Settings fixed at load time (a read-only global in the BPF object).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Wake the reader only once this many bytes are pending in the ring
+    /// (derived from `batchSize`); below it records are submitted with
+    /// `BPF_RB_NO_WAKEUP` and the reader's poll interval bounds latency.
+    pub wakeup_bytes: u64,
+}
+
+impl Settings {
+    pub const DEFAULT: Self = Self { wakeup_bytes: 0 };
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain-old-data: repr(C), integer fields only, explicit padding.
+    unsafe impl aya::Pod for super::Offsets {}
+    unsafe impl aya::Pod for super::Settings {}
+}

@@ -1,0 +1,96 @@
+//! Decoded events: the common fields of every record plus a per-kind payload.
+
+use bpfcap_common::{kind, COMM_LEN};
+
+/// Event kinds by name, in id order; the ids are part of the public contract.
+pub const KIND_NAMES: &[(u16, &str)] = &[
+    (kind::PROCESS_EXEC, "process_exec"),
+    (kind::PROCESS_EXIT, "process_exit"),
+    (kind::PROCESS_FORK, "process_fork"),
+    (kind::TCP_CONNECT, "tcp_connect"),
+    (kind::TCP_CLOSE, "tcp_close"),
+    (kind::UDP_SEND, "udp_send"),
+    (kind::FILE_OPEN, "file_open"),
+    (kind::FILE_READ, "file_read"),
+    (kind::FILE_WRITE, "file_write"),
+    (kind::EXEC_CHECK, "exec_check"),
+    (kind::FILE_PERMISSION, "file_permission"),
+    (kind::PROBE, "probe"),
+    (kind::LOSS, "loss"),
+];
+
+pub fn kind_name(kind: u16) -> &'static str {
+    KIND_NAMES.iter().find(|(k, _)| *k == kind).map_or("unknown", |(_, n)| n)
+}
+
+pub fn kind_by_name(name: &str) -> Option<u16> {
+    KIND_NAMES.iter().find(|(_, n)| *n == name).map(|(k, _)| *k)
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Payload {
+    Exec {
+        filename: String,
+        argv: Vec<String>,
+        filename_truncated: bool,
+        argv_truncated: bool,
+    },
+    Exit {
+        /// The exit status (0-255) when the process exited normally.
+        exit_code: Option<u8>,
+        /// The signal that killed it, if any.
+        signal: Option<u8>,
+        core_dumped: bool,
+    },
+    Fork {
+        child_pid: u32,
+    },
+    /// In-band notice that events were lost; produced in userspace.
+    Loss {
+        count: u64,
+        reason: &'static str,
+        /// The kind that was lost, when known.
+        lost_kind: Option<u16>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub kind: u16,
+    pub ts_ns: u64,
+    pub cgroup_id: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mnt_ns: u32,
+    pub pid_ns: u32,
+    pub comm: [u8; COMM_LEN],
+    pub payload: Payload,
+}
+
+impl Event {
+    /// `comm` up to its NUL, lossily decoded.
+    pub fn comm_str(&self) -> String {
+        let end = self.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+        String::from_utf8_lossy(&self.comm[..end]).into_owned()
+    }
+
+    pub fn loss(ts_ns: u64, count: u64, reason: &'static str, lost_kind: Option<u16>) -> Self {
+        Self {
+            kind: kind::LOSS,
+            ts_ns,
+            cgroup_id: 0,
+            pid: 0,
+            tid: 0,
+            ppid: 0,
+            uid: 0,
+            gid: 0,
+            mnt_ns: 0,
+            pid_ns: 0,
+            comm: [0; COMM_LEN],
+            payload: Payload::Loss { count, reason, lost_kind },
+        }
+    }
+}

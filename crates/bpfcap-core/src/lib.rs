@@ -1,0 +1,16 @@
+//! bpfcap's core: loads the BPF programs, attaches probes with fallbacks,
+//! reads the ring buffer and decodes records in batches. No Python here;
+//! `bpfcap-py` is a thin binding over this crate.
+
+pub mod btf;
+pub mod capture;
+pub mod clock;
+pub mod decode;
+pub mod error;
+pub mod event;
+pub mod offsets;
+pub mod sys;
+
+pub use capture::{Capture, CaptureConfig, ProbeSpec, ProbeStatus, PROBES};
+pub use error::{Error, Result};
+pub use event::{Event, Payload};

@@ -1,0 +1,44 @@
+//! Kernel struct field offsets for the BPF programs, from the running kernel's BTF.
+
+use bpfcap_common::{Offsets, NO_OFFSET};
+
+use crate::btf::Btf;
+
+/// One table drives both the lookup and the report of what is missing.
+macro_rules! offset_table {
+    ($($field:ident => $s:literal, $path:literal;)*) => {
+        /// Offsets of the fields the programs read. A field missing from this
+        /// kernel stays `NO_OFFSET` and the programs leave its value 0.
+        pub fn from_btf(btf: &Btf) -> Offsets {
+            Offsets {
+                $($field: btf.field_offset($s, $path).unwrap_or(NO_OFFSET),)*
+                _pad: 0,
+            }
+        }
+
+        /// `struct.field` names this kernel lacks (for `doctor` and diagnostics).
+        pub fn missing(o: &Offsets) -> Vec<&'static str> {
+            let mut out = Vec::new();
+            $(if o.$field == NO_OFFSET { out.push(concat!($s, ".", $path)); })*
+            out
+        }
+    };
+}
+
+offset_table! {
+    task_pid => "task_struct", "pid";
+    task_tgid => "task_struct", "tgid";
+    task_real_parent => "task_struct", "real_parent";
+    task_mm => "task_struct", "mm";
+    task_nsproxy => "task_struct", "nsproxy";
+    task_exit_code => "task_struct", "exit_code";
+    task_signal => "task_struct", "signal";
+    signal_live => "signal_struct", "live";
+    mm_arg_start => "mm_struct", "arg_start";
+    mm_arg_end => "mm_struct", "arg_end";
+    nsproxy_mnt_ns => "nsproxy", "mnt_ns";
+    nsproxy_pid_ns => "nsproxy", "pid_ns_for_children";
+    mnt_ns_inum => "mnt_namespace", "ns.inum";
+    pid_ns_inum => "pid_namespace", "ns.inum";
+    bprm_filename => "linux_binprm", "filename";
+}
