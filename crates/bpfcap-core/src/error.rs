@@ -6,7 +6,7 @@ use std::io;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The process lacks a capability the kernel requires for this operation.
-    #[error("{what} needs {needed}; run as root or grant {needed} (for example `sudo setcap cap_bpf,cap_perfmon+ep $(which python3)`)")]
+    #[error("{what} needs {needed}: run as root, or grant the capabilities to the interpreter (for example `setcap cap_bpf,cap_perfmon+ep <python>`)")]
     Privilege { what: String, needed: &'static str },
 
     /// The running kernel lacks something a probe or the ring buffer needs.

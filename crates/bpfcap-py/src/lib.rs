@@ -1,1 +1,217 @@
+//! `bpfcap._native`: a thin PyO3 layer over `bpfcap-core`. The ring is read and
+//! decoded with the GIL released; Python objects are made once per batch.
 
+mod errors;
+mod event;
+
+use std::{sync::Mutex, time::Duration};
+
+use bpfcap_core::{capture, clock, decode, Capture, CaptureConfig};
+use pyo3::{
+    prelude::*,
+    types::{PyBytes, PyDict, PyList},
+};
+
+use crate::{errors::to_py, event::PyEvent};
+
+/// The reader's state; `None` once closed.
+struct State {
+    capture: Capture,
+    /// Reused between batches so draining allocates nothing per batch.
+    buf: Vec<bpfcap_core::Event>,
+}
+
+/// A live capture (see `bpfcap.CaptureManager` for the public API).
+#[pyclass(module = "bpfcap._native", name = "Capture", frozen)]
+struct PyCapture {
+    state: Mutex<Option<State>>,
+    wall_offset_ns: i64,
+}
+
+impl PyCapture {
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> bpfcap_core::Result<T>) -> PyResult<T> {
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = guard.as_mut().ok_or_else(|| to_py(bpfcap_core::Error::Closed))?;
+        f(state).map_err(to_py)
+    }
+}
+
+#[pymethods]
+impl PyCapture {
+    /// Loads the BPF object with a ring of `ring_size` bytes that wakes the
+    /// reader once `wakeup_bytes` are pending.
+    #[new]
+    fn new(py: Python<'_>, ring_size: u32, wakeup_bytes: u64) -> PyResult<Self> {
+        let capture = py
+            .detach(|| Capture::open(CaptureConfig { ring_size, wakeup_bytes }))
+            .map_err(to_py)?;
+        Ok(Self {
+            state: Mutex::new(Some(State { capture, buf: Vec::new() })),
+            wall_offset_ns: clock::wall_offset_ns(),
+        })
+    }
+
+    /// Attaches the probe producing event type `type_id` (no-op if attached).
+    fn enable(&self, py: Python<'_>, type_id: u16) -> PyResult<()> {
+        py.detach(|| self.with(|s| s.capture.enable_kind(type_id)))
+    }
+
+    /// The ring buffer's fd, for `anyio.wait_readable`.
+    fn fileno(&self) -> PyResult<i32> {
+        self.with(|s| Ok(s.capture.fd()))
+    }
+
+    /// Blocks up to `timeout` seconds (GIL released) for a wake-up.
+    fn poll(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
+        let timeout = Duration::from_secs_f64(timeout.max(0.0));
+        py.detach(|| self.with(|s| s.capture.poll(timeout)))
+    }
+
+    /// Up to `max` pending events, decoded with the GIL released.
+    fn drain<'py>(&self, py: Python<'py>, max: usize) -> PyResult<Bound<'py, PyList>> {
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let state = guard.as_mut().ok_or_else(|| to_py(bpfcap_core::Error::Closed))?;
+        py.detach(|| {
+            state.capture.drain(max, &mut state.buf);
+        });
+        let offset = self.wall_offset_ns;
+        PyList::new(py, state.buf.drain(..).map(|ev| PyEvent::new(ev, offset)))
+    }
+
+    /// Up to `max` pending records as raw bytes (for recording test fixtures).
+    fn drain_raw<'py>(&self, py: Python<'py>, max: usize) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+        let records = self.with(|s| Ok(s.capture.drain_raw(max)))?;
+        Ok(records.iter().map(|r| PyBytes::new(py, r)).collect())
+    }
+
+    /// Records the programs could not write (ring full), indexed by event type id.
+    fn lost_in_kernel(&self) -> PyResult<Vec<u64>> {
+        self.with(|s| s.capture.lost_in_kernel())
+    }
+
+    /// Reader counters: polls, batches, records, bytes, decode errors.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let st = self.with(|s| Ok(s.capture.stats))?;
+        let d = PyDict::new(py);
+        d.set_item("polls", st.polls)?;
+        d.set_item("batches", st.batches)?;
+        d.set_item("received", st.decode.records)?;
+        d.set_item("bytes", st.decode.bytes)?;
+        d.set_item("decode_errors", st.decode.errors())?;
+        Ok(d)
+    }
+
+    /// The attached probes: name, event type, mechanism, kernel target, program.
+    fn probes<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let probes = self.with(|s| Ok(s.capture.probes().to_vec()))?;
+        probes.iter().map(|p| probe_dict(py, p)).collect()
+    }
+
+    /// Detaches every probe and frees the maps. Idempotent.
+    fn close(&self) {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).is_none()
+    }
+}
+
+fn probe_dict<'py>(py: Python<'py>, p: &bpfcap_core::ProbeStatus) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("name", p.name)?;
+    d.set_item("type", bpfcap_core::event::kind_name(p.kind))?;
+    d.set_item("mechanism", p.mechanism)?;
+    d.set_item("target", p.target)?;
+    d.set_item("program", p.program)?;
+    Ok(d)
+}
+
+/// Decodes recorded ring records; returns the events and the decoder's counts.
+#[pyfunction]
+fn decode_records<'py>(
+    py: Python<'py>,
+    records: Vec<Vec<u8>>,
+) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyDict>)> {
+    let mut stats = decode::DecodeStats::default();
+    let events: Vec<_> = records.iter().filter_map(|r| decode::decode(r, &mut stats).ok()).collect();
+    let offset = clock::wall_offset_ns();
+    let list = PyList::new(py, events.into_iter().map(|e| PyEvent::new(e, offset)))?;
+    let d = PyDict::new(py);
+    d.set_item("received", stats.records)?;
+    d.set_item("bytes", stats.bytes)?;
+    d.set_item("short", stats.short)?;
+    d.set_item("bad_size", stats.bad_size)?;
+    d.set_item("unknown_kind", stats.unknown_kind)?;
+    Ok((list, d))
+}
+
+/// A loss notice to hand a subscriber in band.
+#[pyfunction]
+#[pyo3(signature = (count, reason, lost_type=None))]
+fn loss_event(count: u64, reason: &str, lost_type: Option<u16>) -> PyEvent {
+    let reason = match reason {
+        "kernel_ring_full" => "kernel_ring_full",
+        "subscriber_queue_full" => "subscriber_queue_full",
+        "rate_limited" => "rate_limited",
+        _ => "other",
+    };
+    PyEvent::new(bpfcap_core::Event::loss(clock::monotonic_ns(), count, reason, lost_type), clock::wall_offset_ns())
+}
+
+/// Event type names and ids, as the core knows them.
+#[pyfunction]
+fn event_types() -> Vec<(u16, &'static str)> {
+    bpfcap_core::event::KIND_NAMES.iter().map(|(k, n)| (*k, *n)).collect()
+}
+
+/// The built-in probes and their attach plans, in order of preference.
+#[pyfunction]
+fn supported_probes<'py>(py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    capture::PROBES
+        .iter()
+        .map(|p| {
+            let d = PyDict::new(py);
+            d.set_item("name", p.name)?;
+            d.set_item("type", bpfcap_core::event::kind_name(p.kind))?;
+            let plans: Vec<(&str, &str)> = p.plans.iter().map(|pl| (pl.mechanism.name(), pl.target)).collect();
+            d.set_item("plans", plans)?;
+            Ok(d)
+        })
+        .collect()
+}
+
+/// Facts about this machine for `bpfcap doctor`.
+#[pyfunction]
+fn system_info<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+    use bpfcap_core::sys;
+    let d = PyDict::new(py);
+    let release = sys::kernel_release();
+    d.set_item("kernel", &release)?;
+    d.set_item("kernel_version", sys::parse_kernel_version(&release))?;
+    d.set_item("btf", sys::btf_available())?;
+    d.set_item("lockdown", sys::lockdown_mode())?;
+    d.set_item("lsms", sys::active_lsms())?;
+    let caps = sys::effective_caps();
+    d.set_item("missing_privileges", sys::missing_tracing_caps(caps))?;
+    let missing: Vec<&str> = match bpfcap_core::btf::Btf::from_sys_fs() {
+        Ok(btf) => bpfcap_core::offsets::missing(&bpfcap_core::offsets::from_btf(&btf)),
+        Err(_) => vec!["(no BTF)"],
+    };
+    d.set_item("missing_kernel_fields", missing)?;
+    Ok(d)
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyCapture>()?;
+    m.add_class::<PyEvent>()?;
+    m.add_function(wrap_pyfunction!(decode_records, m)?)?;
+    m.add_function(wrap_pyfunction!(loss_event, m)?)?;
+    m.add_function(wrap_pyfunction!(event_types, m)?)?;
+    m.add_function(wrap_pyfunction!(supported_probes, m)?)?;
+    m.add_function(wrap_pyfunction!(system_info, m)?)?;
+    m.add("PAGE_SIZE", capture::page_size())?;
+    Ok(())
+}

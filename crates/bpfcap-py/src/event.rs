@@ -1,0 +1,256 @@
+//! The Python view of a decoded event. Fields are converted when read, so an
+//! event that is only counted or filtered costs one small allocation.
+
+use bpfcap_core::{
+    clock,
+    event::{kind_name, KIND_NAMES},
+    Event, Payload,
+};
+use pyo3::{
+    prelude::*,
+    sync::PyOnceLock,
+    types::{PyDict, PyList},
+};
+
+#[pyclass(module = "bpfcap._native", name = "Event", frozen, freelist = 1024)]
+pub struct PyEvent {
+    ev: Event,
+    wall_offset_ns: i64,
+}
+
+impl PyEvent {
+    pub fn new(ev: Event, wall_offset_ns: i64) -> Self {
+        Self { ev, wall_offset_ns }
+    }
+}
+
+/// `EventType` members by id, looked up once.
+fn event_type(py: Python<'_>, id: u16) -> PyResult<Py<PyAny>> {
+    static MEMBERS: PyOnceLock<Vec<Py<PyAny>>> = PyOnceLock::new();
+    let members = MEMBERS.get_or_try_init(py, || {
+        let cls = py.import("bpfcap.events")?.getattr("EventType")?;
+        let max = KIND_NAMES.iter().map(|(k, _)| *k).max().unwrap_or(0);
+        (0..=max)
+            .map(|k| Ok(cls.call1((k,)).map(Bound::unbind).unwrap_or_else(|_| py.None())))
+            .collect::<PyResult<Vec<_>>>()
+    })?;
+    Ok(members.get(id as usize).map_or_else(|| py.None(), |m| m.clone_ref(py)))
+}
+
+#[pymethods]
+impl PyEvent {
+    /// The event type as a `bpfcap.EventType`.
+    #[getter]
+    fn r#type(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        event_type(py, self.ev.kind)
+    }
+    /// The numeric event type id (cheaper than `type` in hot loops).
+    #[getter]
+    fn type_id(&self) -> u16 {
+        self.ev.kind
+    }
+    #[getter]
+    fn type_name(&self) -> &'static str {
+        kind_name(self.ev.kind)
+    }
+    #[getter]
+    fn ts_ns(&self) -> u64 {
+        self.ev.ts_ns
+    }
+    /// Wall-clock time, RFC 3339 with nanoseconds.
+    #[getter]
+    fn time(&self) -> String {
+        clock::rfc3339(self.ev.ts_ns as i64 + self.wall_offset_ns)
+    }
+    #[getter]
+    fn pid(&self) -> u32 {
+        self.ev.pid
+    }
+    #[getter]
+    fn tid(&self) -> u32 {
+        self.ev.tid
+    }
+    #[getter]
+    fn ppid(&self) -> u32 {
+        self.ev.ppid
+    }
+    #[getter]
+    fn uid(&self) -> u32 {
+        self.ev.uid
+    }
+    #[getter]
+    fn gid(&self) -> u32 {
+        self.ev.gid
+    }
+    #[getter]
+    fn comm(&self) -> String {
+        self.ev.comm_str()
+    }
+    #[getter]
+    fn cgroup_id(&self) -> u64 {
+        self.ev.cgroup_id
+    }
+    #[getter]
+    fn mnt_ns(&self) -> u32 {
+        self.ev.mnt_ns
+    }
+    #[getter]
+    fn pid_ns(&self) -> u32 {
+        self.ev.pid_ns
+    }
+    /// Container id of the event's cgroup; enrichment is not wired yet, so None.
+    #[getter]
+    fn container_id(&self) -> Option<String> {
+        None
+    }
+    #[getter]
+    fn pod_uid(&self) -> Option<String> {
+        None
+    }
+
+    #[getter]
+    fn filename(&self) -> Option<String> {
+        match &self.ev.payload {
+            Payload::Exec { filename, .. } => Some(filename.clone()),
+            _ => None,
+        }
+    }
+
+    #[getter]
+    fn argv(&self) -> Option<Vec<String>> {
+        match &self.ev.payload {
+            Payload::Exec { argv, .. } => Some(argv.clone()),
+            _ => None,
+        }
+    }
+
+    #[getter]
+    fn argv_truncated(&self) -> Option<bool> {
+        match &self.ev.payload {
+            Payload::Exec { argv_truncated, .. } => Some(*argv_truncated),
+            _ => None,
+        }
+    }
+
+    #[getter]
+    fn filename_truncated(&self) -> Option<bool> {
+        match &self.ev.payload {
+            Payload::Exec { filename_truncated, .. } => Some(*filename_truncated),
+            _ => None,
+        }
+    }
+
+    #[getter]
+    fn exit_code(&self) -> Option<u8> {
+        match &self.ev.payload {
+            Payload::Exit { exit_code: Some(c), .. } => Some(*c),
+            _ => None,
+        }
+    }
+
+    #[getter]
+    fn signal(&self) -> Option<u8> {
+        match &self.ev.payload {
+            Payload::Exit { signal: Some(s), .. } => Some(*s),
+            _ => None,
+        }
+    }
+
+    #[getter]
+    fn core_dumped(&self) -> Option<bool> {
+        match &self.ev.payload {
+            Payload::Exit { core_dumped, .. } => Some(*core_dumped),
+            _ => None,
+        }
+    }
+
+    #[getter]
+    fn child_pid(&self) -> Option<u32> {
+        match &self.ev.payload {
+            Payload::Fork { child_pid } => Some(*child_pid),
+            _ => None,
+        }
+    }
+
+    #[getter]
+    fn count(&self) -> Option<u64> {
+        match &self.ev.payload {
+            Payload::Loss { count, .. } => Some(*count),
+            _ => None,
+        }
+    }
+
+    #[getter]
+    fn reason(&self) -> Option<&'static str> {
+        match &self.ev.payload {
+            Payload::Loss { reason, .. } => Some(*reason),
+            _ => None,
+        }
+    }
+
+    #[getter]
+    fn lost_type(&self) -> Option<&'static str> {
+        match &self.ev.payload {
+            Payload::Loss { lost_kind: Some(k), .. } => Some(kind_name(*k)),
+            _ => None,
+        }
+    }
+
+    /// The event as the documented JSON object (snake_case keys).
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        let e = &self.ev;
+        d.set_item("type", kind_name(e.kind))?;
+        d.set_item("ts_ns", e.ts_ns)?;
+        d.set_item("time", self.time())?;
+        if let Payload::Loss { count, reason, lost_kind } = &e.payload {
+            d.set_item("count", count)?;
+            d.set_item("reason", reason)?;
+            d.set_item("lost_type", lost_kind.map(kind_name))?;
+            return Ok(d);
+        }
+        d.set_item("pid", e.pid)?;
+        d.set_item("tid", e.tid)?;
+        d.set_item("ppid", e.ppid)?;
+        d.set_item("uid", e.uid)?;
+        d.set_item("gid", e.gid)?;
+        d.set_item("comm", e.comm_str())?;
+        d.set_item("cgroup_id", e.cgroup_id)?;
+        d.set_item("container_id", py.None())?;
+        d.set_item("pod_uid", py.None())?;
+        d.set_item("mnt_ns", e.mnt_ns)?;
+        d.set_item("pid_ns", e.pid_ns)?;
+        match &e.payload {
+            Payload::Exec { filename, argv, filename_truncated, argv_truncated } => {
+                d.set_item("filename", filename)?;
+                d.set_item("argv", PyList::new(py, argv)?)?;
+                d.set_item("argv_truncated", argv_truncated)?;
+                if *filename_truncated {
+                    d.set_item("filename_truncated", true)?;
+                }
+            }
+            Payload::Exit { exit_code, signal, core_dumped } => {
+                d.set_item("exit_code", exit_code)?;
+                d.set_item("signal", signal)?;
+                d.set_item("core_dumped", core_dumped)?;
+            }
+            Payload::Fork { child_pid } => d.set_item("child_pid", child_pid)?,
+            Payload::Loss { .. } => {}
+        }
+        Ok(d)
+    }
+
+    /// The event as one line of JSON (orjson).
+    fn to_json(&self, py: Python<'_>) -> PyResult<String> {
+        static DUMPS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+        let dumps = DUMPS.get_or_try_init(py, || py.import("orjson")?.getattr("dumps").map(Bound::unbind))?;
+        let bytes = dumps.bind(py).call1((self.to_dict(py)?,))?;
+        let bytes: &[u8] = bytes.extract()?;
+        Ok(String::from_utf8_lossy(bytes).into_owned())
+    }
+
+    fn __repr__(&self) -> String {
+        let e = &self.ev;
+        format!("<Event {} pid={} tid={} comm={:?}>", kind_name(e.kind), e.pid, e.tid, e.comm_str())
+    }
+}

@@ -1,0 +1,42 @@
+"""bpfcap: capture kernel events (processes, files, network, security checks) through eBPF.
+
+    import anyio
+    from bpfcap import CaptureManager, EventType
+
+    async def main():
+        async with CaptureManager() as mgr, await mgr.subscribe([EventType.PROCESS_EXEC]) as sub:
+            async for event in sub:
+                print(event.pid, event.argv)
+
+    anyio.run(main)
+"""
+
+from ._native import Event
+from .config import PerformanceConfig
+from .errors import (
+    AttachError,
+    BpfcapError,
+    ClosedError,
+    ConfigError,
+    KernelFeatureError,
+    PrivilegeError,
+    UnknownProbeError,
+)
+from .events import EventType
+from .manager import CaptureManager, Subscription
+
+__all__ = [
+    "AttachError",
+    "BpfcapError",
+    "CaptureManager",
+    "ClosedError",
+    "ConfigError",
+    "Event",
+    "EventType",
+    "KernelFeatureError",
+    "PerformanceConfig",
+    "PrivilegeError",
+    "Subscription",
+    "UnknownProbeError",
+]
+__version__ = "0.1.0"

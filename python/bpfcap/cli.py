@@ -1,0 +1,375 @@
+"""The `bpfcap` command: run, exec, doctor."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from typing import Any, BinaryIO, Callable, Optional, Sequence
+
+import anyio
+import orjson
+
+from . import _native
+from .config import PerformanceConfig
+from .errors import BpfcapError, ConfigError, UnknownProbeError
+from .events import EventType, parse_types
+from .manager import CaptureManager, Subscription
+
+PROCESS_TYPES = frozenset({EventType.PROCESS_EXEC, EventType.PROCESS_EXIT, EventType.PROCESS_FORK})
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported in one line, exit code 2."""
+
+
+# -- output ---------------------------------------------------------------------------
+
+
+def open_output(path: Optional[str], default: BinaryIO) -> BinaryIO:
+    """The events' destination; files are created readable by their owner only (events hold argv)."""
+    if path is None or path == "-":
+        return default
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise UsageError(f"cannot write --output {path!r}: {e.strerror}") from None
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
+    return os.fdopen(fd, "wb")
+
+
+def format_text(e: Any) -> str:
+    """One aligned line per event, like execsnoop."""
+    t = e.type_id
+    if t == EventType.PROCESS_EXEC:
+        detail = " ".join(e.argv or [e.filename]) + (" ..." if e.argv_truncated else "")
+    elif t == EventType.PROCESS_EXIT:
+        detail = f"exit_code={e.exit_code}" if e.signal is None else f"signal={e.signal}"
+    elif t == EventType.PROCESS_FORK:
+        detail = f"child_pid={e.child_pid}"
+    elif t == EventType.LOSS:
+        return f"{e.time[11:26]} {'loss':<13} {e.count} events lost ({e.reason}, {e.lost_type or 'all types'})"
+    else:
+        detail = ""
+    return f"{e.time[11:26]} {e.type_name:<13} {e.pid:>7} {e.ppid:>7} {e.comm:<16} {detail}"
+
+
+def make_writer(out: BinaryIO, fmt: str) -> Callable[[list[Any]], None]:
+    if fmt == "text":
+        def write(batch: list[Any]) -> None:
+            out.write("".join(format_text(e) + "\n" for e in batch).encode())
+            out.flush()
+    else:
+        dumps, nl = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+
+        def write(batch: list[Any]) -> None:
+            out.write(b"".join([dumps(e.to_dict(), option=nl) for e in batch]))
+            out.flush()
+    return write
+
+
+class Counter:
+    """Counts what a command delivered, for the live status line and the summary."""
+
+    def __init__(self) -> None:
+        self.by_type: dict[str, int] = {}
+        self.total = 0
+        self.lost = 0
+
+    def add(self, batch: list[Any]) -> None:
+        for e in batch:
+            if e.type_id == EventType.LOSS:
+                self.lost += e.count
+            else:
+                name = e.type_name
+                self.by_type[name] = self.by_type.get(name, 0) + 1
+                self.total += 1
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{k}: {v}" for k, v in sorted(self.by_type.items()))
+        return f"bpfcap: {self.total} events ({parts or 'none'}); {self.lost} lost"
+
+
+async def status_line(counter: Counter) -> None:
+    """Live events/s on a terminal's stderr; never on a pipe."""
+    last, last_t = 0, anyio.current_time()
+    while True:
+        await anyio.sleep(1)
+        now = anyio.current_time()
+        rate = (counter.total - last) / max(now - last_t, 1e-9)
+        last, last_t = counter.total, now
+        sys.stderr.write(f"\r\x1b[K{counter.total} events, {rate:,.0f}/s, {counter.lost} lost")
+        sys.stderr.flush()
+
+
+async def cancel_on_signals(scope: anyio.CancelScope) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
+
+
+# -- commands ---------------------------------------------------------------------------
+
+
+def perf_config(args: argparse.Namespace) -> PerformanceConfig:
+    return PerformanceConfig(
+        ring_buffer_size=args.ring_buffer_size, batch_size=args.batch_size, poll_interval=args.poll_interval
+    )
+
+
+async def cmd_run(args: argparse.Namespace) -> int:
+    types = parse_types(args.types) or PROCESS_TYPES
+    cfg = perf_config(args)
+    out = open_output(args.output, sys.stdout.buffer)
+    write = make_writer(out, args.format)
+    counter = Counter()
+    try:
+        async with CaptureManager(cfg) as mgr, await mgr.subscribe(types) as sub:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(cancel_on_signals, tg.cancel_scope)
+                if sys.stderr.isatty() and out is not sys.stderr.buffer:
+                    tg.start_soon(status_line, counter)
+                if args.duration is not None:
+                    tg.cancel_scope.deadline = anyio.current_time() + args.duration
+                await stream(sub, write, counter, args.max_events)
+                tg.cancel_scope.cancel()
+            stats = mgr.stats()
+    finally:
+        if out is not sys.stdout.buffer:
+            out.close()
+    if sys.stderr.isatty():
+        sys.stderr.write("\r\x1b[K")
+    print(f"{counter.summary()}; kernel ring losses {stats['lost_in_kernel']}", file=sys.stderr)
+    return 0
+
+
+async def stream(sub: Subscription, write: Callable[[list[Any]], None], counter: Counter, max_events: Optional[int]) -> None:
+    async for batch in sub.batches():
+        if max_events is not None and counter.total + len(batch) >= max_events:
+            batch = batch[: max_events - counter.total]
+            counter.add(batch)
+            write(batch)
+            return
+        counter.add(batch)
+        write(batch)
+
+
+class PidTree:
+    """The processes of one command: its pid and every process forked below it.
+
+    Userspace tracking from fork events (ring order guarantees a fork is seen
+    before any event of the child).
+    """
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.pids = {root}
+        self.root_exit: Optional[Any] = None
+        self.processes: dict[int, dict[str, Any]] = {}
+
+    def accept(self, e: Any) -> bool:
+        t = e.type_id
+        if t == EventType.LOSS:
+            return True
+        if e.pid not in self.pids:
+            return False
+        if t == EventType.PROCESS_FORK:
+            self.pids.add(e.child_pid)
+            self.processes.setdefault(e.child_pid, {"pid": e.child_pid, "ppid": e.pid})
+        elif t == EventType.PROCESS_EXEC:
+            p = self.processes.setdefault(e.pid, {"pid": e.pid, "ppid": e.ppid})
+            p["argv"] = e.argv
+            p["filename"] = e.filename
+        elif t == EventType.PROCESS_EXIT:
+            p = self.processes.setdefault(e.pid, {"pid": e.pid, "ppid": e.ppid})
+            p["exit_code"] = e.exit_code
+            p["signal"] = e.signal
+            if e.pid == self.root:
+                self.root_exit = e
+        return True
+
+
+async def cmd_exec(args: argparse.Namespace) -> int:
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise UsageError("exec needs a command: bpfcap exec [options] -- CMD [ARGS...]")
+    types = (parse_types(args.types) or PROCESS_TYPES) | PROCESS_TYPES
+    out = open_output(args.output, sys.stderr.buffer)
+    write = make_writer(out, args.format)
+    counter = Counter()
+    try:
+        async with CaptureManager(perf_config(args)) as mgr, await mgr.subscribe(types) as sub:
+            # Armed before the command starts, so its exec is never missed.
+            try:
+                proc = await anyio.open_process(command, stdin=None, stdout=None, stderr=None)
+            except FileNotFoundError:
+                print(f"bpfcap: {command[0]}: command not found", file=sys.stderr)
+                return 127
+            except PermissionError:
+                print(f"bpfcap: {command[0]}: permission denied", file=sys.stderr)
+                return 126
+            tree = PidTree(proc.pid)
+            async with anyio.create_task_group() as tg:
+
+                async def consume() -> None:
+                    async for batch in sub.batches():
+                        mine = [e for e in batch if tree.accept(e)]
+                        if mine:
+                            counter.add(mine)
+                            write(mine)
+
+                tg.start_soon(consume)
+                rc = await proc.wait()
+                # Wait (briefly) until the command's own exit event has come through the ring.
+                with anyio.move_on_after(max(2.0, 20 * args.poll_interval)):
+                    while tree.root_exit is None:
+                        await anyio.sleep(args.poll_interval)
+                tg.cancel_scope.cancel()
+    finally:
+        if out is not sys.stderr.buffer:
+            out.close()
+    code = rc if rc >= 0 else 128 - rc
+    print_exec_summary(tree, counter, code)
+    if args.summary:
+        with open_output(args.summary, sys.stderr.buffer) as f:
+            f.write(orjson.dumps(exec_summary(tree, counter, code), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    return code
+
+
+def exec_summary(tree: PidTree, counter: Counter, code: int) -> dict[str, Any]:
+    return {
+        "exit_code": code,
+        "processes": [tree.processes[p] for p in sorted(tree.processes)],
+        "events": counter.by_type,
+        "lost": counter.lost,
+    }
+
+
+def print_exec_summary(tree: PidTree, counter: Counter, code: int) -> None:
+    lines = [f"bpfcap: command exited with {code}; {len(tree.processes)} process(es):"]
+    for pid in sorted(tree.processes):
+        p = tree.processes[pid]
+        argv = " ".join(p.get("argv") or []) or "(no exec)"
+        end = f"exit {p['exit_code']}" if p.get("exit_code") is not None else (
+            f"signal {p['signal']}" if p.get("signal") else "running"
+        )
+        lines.append(f"  {pid:>7} ppid {p['ppid']:>7}  {end:<10} {argv}")
+    lines.append(counter.summary())
+    print("\n".join(lines), file=sys.stderr)
+
+
+async def cmd_doctor(args: argparse.Namespace) -> int:
+    info: dict[str, Any] = dict(_native.system_info())
+    probes: list[dict[str, Any]] = []
+    if info["missing_privileges"] is None:
+        async with CaptureManager() as mgr:
+            for spec in _native.supported_probes():
+                entry = {"name": spec["name"], "type": spec["type"], "plans": [m for m, _ in spec["plans"]]}
+                try:
+                    await mgr.subscribe([spec["type"]])
+                    attached = next(p for p in mgr.probes() if p["name"] == spec["name"])
+                    entry.update(mechanism=attached["mechanism"], target=attached["target"], error=None)
+                except BpfcapError as e:
+                    entry.update(mechanism=None, target=None, error=str(e))
+                probes.append(entry)
+    info["probes"] = probes
+    if args.json:
+        sys.stdout.buffer.write(orjson.dumps(info, option=orjson.OPT_INDENT_2) + b"\n")
+        return 0
+    print(f"kernel           {info['kernel']}")
+    print(f"BTF              {'yes' if info['btf'] else 'no (struct fields that need offsets are reported as 0)'}")
+    print(f"lockdown         {info['lockdown'] or 'unknown (securityfs not mounted or no lockdown LSM)'}")
+    print(f"LSMs             {info['lsms'] or 'unknown'}")
+    priv = info["missing_privileges"]
+    print(f"privileges       {'ok' if priv is None else 'missing ' + priv + ': run as root'}")
+    missing = info["missing_kernel_fields"]
+    print(f"kernel fields    {'all found' if not missing else 'missing: ' + ', '.join(missing)}")
+    for p in probes:
+        how = p["mechanism"] or f"UNAVAILABLE ({p['error']})"
+        print(f"probe {p['name']:<22} {how}")
+    return 0
+
+
+# -- argument parsing -----------------------------------------------------------------
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = Parser(prog="bpfcap", description="Capture process, file, network and security events through eBPF.")
+    sub = p.add_subparsers(dest="command_name", required=True, parser_class=Parser)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--types", help="comma-separated event types (default: process events); "
+                        f"known: {', '.join(t.json_name for t in EventType if t is not EventType.LOSS)}")
+        sp.add_argument("--output", "-o", help="write events to FILE (created mode 0600)")
+        sp.add_argument("--format", choices=["json", "text"], default="json")
+        sp.add_argument("--ring-buffer-size", type=int, default=PerformanceConfig.ring_buffer_size)
+        sp.add_argument("--batch-size", type=int, default=PerformanceConfig.batch_size)
+        sp.add_argument("--poll-interval", type=float, default=PerformanceConfig.poll_interval,
+                        help="seconds between reads at the latest")
+
+    run = sub.add_parser("run", help="stream events until stopped")
+    common(run)
+    run.add_argument("--duration", type=float, help="stop after S seconds")
+    run.add_argument("--max-events", type=int, help="stop after N events")
+
+    ex = sub.add_parser("exec", help="run a command and capture it and its descendants")
+    common(ex)
+    ex.add_argument("--summary", help="write a JSON summary to FILE (created mode 0600)")
+    ex.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
+
+    doc = sub.add_parser("doctor", help="check the kernel, privileges and which mechanism each probe uses")
+    doc.add_argument("--json", action="store_true")
+    return p
+
+
+COMMANDS = {"run": cmd_run, "exec": cmd_exec, "doctor": cmd_doctor}
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The single exception inside (nested) exception groups, if that is what they hold."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if getattr(args, "max_events", None) is not None and args.max_events < 1:
+            raise UsageError(f"--max-events must be at least 1, not {args.max_events}")
+        if getattr(args, "duration", None) is not None and args.duration <= 0:
+            raise UsageError(f"--duration must be positive, not {args.duration}")
+        if getattr(args, "types", None):
+            parse_types(args.types)
+        return anyio.run(COMMANDS[args.command_name], args)
+    except BaseException as raised:  # noqa: BLE001 - mapped to exit codes below, the rest re-raised
+        exc = unwrap(raised)
+        if isinstance(exc, (UsageError, ConfigError, UnknownProbeError)):
+            print(f"bpfcap: error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        if isinstance(exc, BpfcapError):
+            print(f"bpfcap: error: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        if isinstance(exc, KeyboardInterrupt):
+            return 130
+        if isinstance(exc, BrokenPipeError):
+            # The reader went away (`bpfcap run | head`): stop quietly.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            return 0
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""CaptureManager and Subscription: the anyio face of the native capture.
+
+One pump task per manager waits for the ring to become readable (or for the
+poll interval to pass), drains a batch natively with the GIL released, and
+hands each subscriber the part of the batch it asked for through a bounded
+anyio memory-object stream. A subscriber that falls behind loses batches, never
+silently: it receives an in-band ``loss`` event with the count.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any, Iterable, Optional
+
+import anyio
+import anyio.abc
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from . import _native
+from .config import PerformanceConfig
+from .errors import ClosedError
+from .events import EventType, TypeLike, parse_types
+
+__all__ = ["CaptureManager", "Subscription"]
+
+Event = _native.Event
+Batch = list  # list[Event]
+
+# How often kernel-side loss counters are read (seconds).
+_LOSS_CHECK_INTERVAL = 0.25
+
+
+class Subscription:
+    """Events of the requested types, in kernel order.
+
+    ``async for event in sub`` yields events; ``async for batch in sub.batches()``
+    yields lists of them. Use ``async with`` (or ``aclose()``) to unsubscribe.
+    """
+
+    def __init__(self, manager: CaptureManager, types: frozenset[EventType], max_batches: int) -> None:
+        self.types = types
+        self._manager = manager
+        self._type_ids = frozenset(int(t) for t in types)
+        send, recv = anyio.create_memory_object_stream[Batch](max_batches)
+        self._send: MemoryObjectSendStream[Batch] = send
+        self._recv: MemoryObjectReceiveStream[Batch] = recv
+        self._current: Iterable[Any] = iter(())
+        self._pending_loss = 0
+        self.delivered = 0
+        self.dropped = 0
+        self.dropped_batches = 0
+
+    # -- fed by the manager's pump ------------------------------------------------
+
+    def _offer(self, batch: Batch) -> None:
+        """Queue a batch without waiting; count it as dropped if the queue is full."""
+        n = len(batch)
+        if self._pending_loss:
+            batch = [_native.loss_event(self._pending_loss, "subscriber_queue_full"), *batch]
+        try:
+            self._send.send_nowait(batch)
+        except anyio.WouldBlock:
+            self._pending_loss += n
+            self.dropped += n
+            self.dropped_batches += 1
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self._manager._unsubscribe(self)
+        else:
+            self._pending_loss = 0
+            self.delivered += n
+
+    def _close_stream(self) -> None:
+        self._send.close()
+
+    # -- consumer side -------------------------------------------------------------
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Any:
+        for event in self._current:
+            return event
+        try:
+            batch = await self._recv.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise StopAsyncIteration from None
+        self._current = iter(batch)
+        return next(self._current)
+
+    async def batches(self) -> Any:
+        """Async iterator of event lists (one list per native batch)."""
+        async for batch in self._recv:
+            yield batch
+
+    async def receive_batch(self) -> Batch:
+        """The next batch; raises ``anyio.EndOfStream`` once the capture stopped."""
+        return await self._recv.receive()
+
+    async def aclose(self) -> None:
+        self._manager._unsubscribe(self)
+        self._recv.close()
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+
+class CaptureManager:
+    """Loads bpfcap's BPF programs, attaches probes on demand, and streams events.
+
+    Use ``async with CaptureManager() as mgr`` (or ``await start()`` and
+    ``await stop()`` from the same task). Needs root, or CAP_BPF and CAP_PERFMON.
+    """
+
+    def __init__(self, config: Optional[PerformanceConfig] = None, *, queue_batches: int = 256) -> None:
+        self.config = config or PerformanceConfig()
+        self._queue_batches = queue_batches
+        self._native: Optional[_native.Capture] = None
+        self._tg: Optional[anyio.abc.TaskGroup] = None
+        self._subs: list[Subscription] = []
+        self._lost_seen: list[int] = []
+        self._kernel_lost = 0
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._native is not None:
+            return
+        cfg = self.config
+        self._native = await anyio.to_thread.run_sync(_native.Capture, cfg.ring_buffer_size, cfg.wakeup_bytes)
+        self._lost_seen = [0] * (max(EventType) + 1)
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._tg.start_soon(self._pump, name="bpfcap pump")
+
+    async def stop(self) -> None:
+        """Delivers what is already in the ring, detaches every probe, ends all subscriptions."""
+        native, tg = self._native, self._tg
+        if native is None:
+            return
+        self._tg = None
+        if tg is not None:
+            # The pump is cancelled; exiting its task group returns at once.
+            tg.cancel_scope.cancel()
+            await tg.__aexit__(None, None, None)
+        try:
+            self._drain_all(native)
+            self._check_kernel_loss(native)
+        finally:
+            native.close()
+            self._native = None
+            for sub in self._subs:
+                sub._close_stream()
+            self._subs.clear()
+
+    async def __aenter__(self) -> CaptureManager:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: Optional[type[BaseException]], exc: Optional[BaseException], tb: Optional[TracebackType]
+    ) -> None:
+        await self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._native is not None
+
+    # -- subscriptions -------------------------------------------------------------
+
+    async def subscribe(self, types: Iterable[TypeLike] | str | None = None) -> Subscription:
+        """Subscribe to events of ``types`` (all process events if None), attaching their probes."""
+        native = self._require()
+        wanted = parse_types(types) or frozenset(
+            {EventType.PROCESS_EXEC, EventType.PROCESS_EXIT, EventType.PROCESS_FORK}
+        )
+        for t in sorted(wanted):
+            if t is not EventType.LOSS:
+                await anyio.to_thread.run_sync(native.enable, int(t))
+        sub = Subscription(self, wanted, self._queue_batches)
+        self._subs.append(sub)
+        return sub
+
+    def _unsubscribe(self, sub: Subscription) -> None:
+        if sub in self._subs:
+            self._subs.remove(sub)
+            sub._close_stream()
+
+    # -- introspection -------------------------------------------------------------
+
+    def probes(self) -> list[dict[str, str]]:
+        """Attached probes: name, event type, mechanism, kernel target, program."""
+        return self._require().probes()
+
+    def stats(self) -> dict[str, Any]:
+        """Reader and delivery counters."""
+        native = self._require()
+        st = dict(native.stats())
+        st["lost_in_kernel"] = sum(native.lost_in_kernel())
+        st["dropped_at_subscribers"] = sum(s.dropped for s in self._subs)
+        return st
+
+    def _require(self) -> _native.Capture:
+        if self._native is None:
+            raise ClosedError("the capture manager is not running; use `async with CaptureManager()` or start()")
+        return self._native
+
+    # -- the pump --------------------------------------------------------------------
+
+    async def _pump(self) -> None:
+        native = self._require()
+        fd = native.fileno()
+        interval = self.config.poll_interval
+        next_loss_check = anyio.current_time() + _LOSS_CHECK_INTERVAL
+        while True:
+            # Readable only when a program forced a wake-up (enough data pending);
+            # otherwise the poll interval bounds how long records wait.
+            with anyio.move_on_after(interval):
+                await anyio.wait_readable(fd)
+            self._drain_all(native)
+            now = anyio.current_time()
+            if now >= next_loss_check:
+                self._check_kernel_loss(native)
+                next_loss_check = now + _LOSS_CHECK_INTERVAL
+            await anyio.lowlevel.checkpoint()
+
+    def _drain_all(self, native: _native.Capture) -> None:
+        size = self.config.batch_size
+        while True:
+            batch = native.drain(size)
+            if batch:
+                self._dispatch(batch)
+            if len(batch) < size:
+                return
+
+    def _dispatch(self, batch: Batch) -> None:
+        present = {e.type_id for e in batch}
+        for sub in tuple(self._subs):
+            ids = sub._type_ids
+            if present <= ids:
+                sub._offer(batch)
+            elif not present.isdisjoint(ids):
+                sub._offer([e for e in batch if e.type_id in ids])
+
+    def _check_kernel_loss(self, native: _native.Capture) -> None:
+        """Turns increases of the kernel's per-type loss counters into loss events."""
+        for type_id, total in enumerate(native.lost_in_kernel()):
+            new = total - self._lost_seen[type_id]
+            if new <= 0:
+                continue
+            self._lost_seen[type_id] = total
+            self._kernel_lost += new
+            notice = [_native.loss_event(new, "kernel_ring_full", type_id)]
+            for sub in tuple(self._subs):
+                if type_id in sub._type_ids:
+                    sub._offer(notice)
+
