@@ -9,6 +9,7 @@ import sys
 from typing import Any, BinaryIO, Callable, Optional, Sequence
 
 import anyio
+import anyio.abc
 import orjson
 
 from . import _native
@@ -105,11 +106,26 @@ async def status_line(counter: Counter) -> None:
         sys.stderr.flush()
 
 
-async def cancel_on_signals(scope: anyio.CancelScope) -> None:
+async def stop_on_signals(mgr: CaptureManager) -> None:
+    """SIGINT/SIGTERM end the capture cleanly: what was captured is still written."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
-            scope.cancel()
+            mgr.request_stop()
             return
+
+
+async def forward_signals(proc: anyio.abc.Process) -> None:
+    """While `exec` runs a command, the command decides what SIGINT means (the
+    terminal sends it to the command too); SIGTERM sent to bpfcap is passed on."""
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            if signum == signal.SIGTERM and proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+
+
+async def stop_after(mgr: CaptureManager, seconds: float) -> None:
+    await anyio.sleep(seconds)
+    mgr.request_stop()
 
 
 # -- commands ---------------------------------------------------------------------------
@@ -130,11 +146,11 @@ async def cmd_run(args: argparse.Namespace) -> int:
     try:
         async with CaptureManager(cfg) as mgr, await mgr.subscribe(types) as sub:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(cancel_on_signals, tg.cancel_scope)
+                tg.start_soon(stop_on_signals, mgr)
                 if sys.stderr.isatty() and out is not sys.stderr.buffer:
                     tg.start_soon(status_line, counter)
                 if args.duration is not None:
-                    tg.cancel_scope.deadline = anyio.current_time() + args.duration
+                    tg.start_soon(stop_after, mgr, args.duration)
                 await stream(sub, write, counter, args.max_events)
                 tg.cancel_scope.cancel()
             stats = mgr.stats()
@@ -217,19 +233,26 @@ async def cmd_exec(args: argparse.Namespace) -> int:
             tree = PidTree(proc.pid)
             async with anyio.create_task_group() as tg:
 
+                consumed = anyio.Event()
+
                 async def consume() -> None:
                     async for batch in sub.batches():
                         mine = [e for e in batch if tree.accept(e)]
                         if mine:
                             counter.add(mine)
                             write(mine)
+                    consumed.set()
 
                 tg.start_soon(consume)
+                tg.start_soon(forward_signals, proc)
                 rc = await proc.wait()
-                # Wait (briefly) until the command's own exit event has come through the ring.
+                # Wait (briefly) until the command's own exit event has come through the ring,
+                # then end the capture; `consume` writes what is left and returns.
                 with anyio.move_on_after(max(2.0, 20 * args.poll_interval)):
                     while tree.root_exit is None:
                         await anyio.sleep(args.poll_interval)
+                mgr.request_stop()
+                await consumed.wait()
                 tg.cancel_scope.cancel()
     finally:
         if out is not sys.stderr.buffer:

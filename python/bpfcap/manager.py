@@ -81,20 +81,26 @@ class Subscription:
         for event in self._current:
             return event
         try:
-            batch = await self._recv.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            batch = await self.receive_batch()
+        except anyio.EndOfStream:
             raise StopAsyncIteration from None
         self._current = iter(batch)
         return next(self._current)
 
-    async def batches(self) -> Any:
+    def batches(self) -> _Batches:
         """Async iterator of event lists (one list per native batch)."""
-        async for batch in self._recv:
-            yield batch
+        return _Batches(self)
 
     async def receive_batch(self) -> Batch:
-        """The next batch; raises ``anyio.EndOfStream`` once the capture stopped."""
-        return await self._recv.receive()
+        """The next batch; raises ``anyio.EndOfStream`` once the capture stopped and all was read."""
+        rest = list(self._current)
+        if rest:
+            return rest
+        try:
+            return await self._recv.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            self._recv.close()
+            raise anyio.EndOfStream from None
 
     async def aclose(self) -> None:
         self._manager._unsubscribe(self)
@@ -105,6 +111,23 @@ class Subscription:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+class _Batches:
+    """``async for batch in sub.batches()``: a plain iterator, so breaking out of
+    the loop needs no async-generator finalisation (which trio warns about)."""
+
+    def __init__(self, sub: Subscription) -> None:
+        self._sub = sub
+
+    def __aiter__(self) -> _Batches:
+        return self
+
+    async def __anext__(self) -> Batch:
+        try:
+            return await self._sub.receive_batch()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
 
 
 class CaptureManager:
@@ -120,6 +143,8 @@ class CaptureManager:
         self._native: Optional[_native.Capture] = None
         self._tg: Optional[anyio.abc.TaskGroup] = None
         self._subs: list[Subscription] = []
+        self._stop_requested = False
+        self._wait_scope: Optional[anyio.CancelScope] = None
         self._lost_seen: list[int] = []
         self._kernel_lost = 0
 
@@ -131,29 +156,39 @@ class CaptureManager:
         cfg = self.config
         self._native = await anyio.to_thread.run_sync(_native.Capture, cfg.ring_buffer_size, cfg.wakeup_bytes)
         self._lost_seen = [0] * (max(EventType) + 1)
+        self._stop_requested = False
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
-        self._tg.start_soon(self._pump, name="bpfcap pump")
+        self._tg.start_soon(self._pump, self._native, name="bpfcap pump")
+
+    def request_stop(self) -> None:
+        """Ends every subscription once what is already captured has been handed
+        out (their ``async for`` loops then finish); ``stop()`` completes the shutdown.
+        Call it from the event loop's thread, e.g. from a signal-handling task."""
+        self._stop_requested = True
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()
 
     async def stop(self) -> None:
-        """Delivers what is already in the ring, detaches every probe, ends all subscriptions."""
+        """Delivers what is already in the ring, ends all subscriptions, detaches every probe."""
         native, tg = self._native, self._tg
         if native is None:
             return
         self._tg = None
-        if tg is not None:
-            # The pump is cancelled; exiting its task group returns at once.
-            tg.cancel_scope.cancel()
-            await tg.__aexit__(None, None, None)
+        self.request_stop()
         try:
-            self._drain_all(native)
-            self._check_kernel_loss(native)
+            if tg is not None:
+                # The pump finishes its last drain and returns; so does the task group.
+                await tg.__aexit__(None, None, None)
         finally:
             native.close()
             self._native = None
-            for sub in self._subs:
-                sub._close_stream()
-            self._subs.clear()
+            self._close_subscriptions()
+
+    def _close_subscriptions(self) -> None:
+        for sub in self._subs:
+            sub._close_stream()
+        self._subs.clear()
 
     async def __aenter__(self) -> CaptureManager:
         await self.start()
@@ -209,22 +244,29 @@ class CaptureManager:
 
     # -- the pump --------------------------------------------------------------------
 
-    async def _pump(self) -> None:
-        native = self._require()
+    async def _pump(self, native: _native.Capture) -> None:
         fd = native.fileno()
         interval = self.config.poll_interval
         next_loss_check = anyio.current_time() + _LOSS_CHECK_INTERVAL
-        while True:
-            # Readable only when a program forced a wake-up (enough data pending);
-            # otherwise the poll interval bounds how long records wait.
-            with anyio.move_on_after(interval):
-                await anyio.wait_readable(fd)
+        try:
+            while not self._stop_requested:
+                # Readable only when a program forced a wake-up (enough data pending);
+                # otherwise the poll interval bounds how long records wait.
+                with anyio.CancelScope() as self._wait_scope, anyio.move_on_after(interval):
+                    await anyio.wait_readable(fd)
+                self._wait_scope = None
+                self._drain_all(native)
+                now = anyio.current_time()
+                if now >= next_loss_check:
+                    self._check_kernel_loss(native)
+                    next_loss_check = now + _LOSS_CHECK_INTERVAL
+                await anyio.lowlevel.checkpoint()
+        finally:
+            # Whatever ended the pump, hand out what the ring still holds, then
+            # end the subscriptions so their readers finish.
             self._drain_all(native)
-            now = anyio.current_time()
-            if now >= next_loss_check:
-                self._check_kernel_loss(native)
-                next_loss_check = now + _LOSS_CHECK_INTERVAL
-            await anyio.lowlevel.checkpoint()
+            self._check_kernel_loss(native)
+            self._close_subscriptions()
 
     def _drain_all(self, native: _native.Capture) -> None:
         size = self.config.batch_size

@@ -1,0 +1,53 @@
+"""Helpers for tests that trigger their own events and wait for exactly those."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any, Callable
+
+import anyio
+
+from bpfcap import Subscription
+
+
+async def collect_until(sub: Subscription, done: Callable[[list[Any]], bool], timeout: float = 5.0) -> list[Any]:
+    """Events from `sub` until `done(events)` holds; fails after `timeout` seconds."""
+    seen: list[Any] = []
+    with anyio.fail_after(timeout):
+        async for event in sub:
+            seen.append(event)
+            if done(seen):
+                return seen
+    raise AssertionError(f"subscription ended before the condition held; saw {len(seen)} events")
+
+
+async def run(argv: list[str]) -> subprocess.CompletedProcess[bytes]:
+    """Runs a command to completion without blocking the event loop."""
+    return await anyio.run_process(argv, check=False)
+
+
+def bpf_objects(kind: str) -> list[dict[str, Any]]:
+    """`bpftool <kind> list` entries whose name starts with bpfcap/BPFCAP."""
+    import json
+
+    out = subprocess.run(["bpftool", "-j", kind, "list"], capture_output=True, check=True).stdout
+    return [o for o in json.loads(out or b"[]") if str(o.get("name", "")).lower().startswith("bpfcap")]
+
+
+def wait_until_no_bpf_objects(timeout: float = 3.0) -> dict[str, list[dict[str, Any]]]:
+    """What is left of bpfcap in the kernel once it settles. The kernel frees a
+    program in deferred work after its last fd closes, so it may linger briefly."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        left = {kind: bpf_objects(kind) for kind in ("prog", "map", "link")}
+        if not any(left.values()) or time.monotonic() > deadline:
+            return left
+        time.sleep(0.05)
+
+
+def open_fds() -> set[str]:
+    import os
+
+    return {os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}")}

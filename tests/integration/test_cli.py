@@ -1,0 +1,121 @@
+"""The command line against the real kernel."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+
+def bpfcap(cmd: list[str], *args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def test_exec_propagates_exit_code_and_reports_the_shell(bpfcap_cmd: list[str], tmp_path: Path) -> None:
+    events_file, summary_file = tmp_path / "events.jsonl", tmp_path / "summary.json"
+    r = bpfcap(bpfcap_cmd, "exec", "--output", str(events_file), "--summary", str(summary_file),
+               "--", "sh", "-c", "exit 3")
+    assert r.returncode == 3, r.stderr
+    events = [orjson.loads(line) for line in events_file.read_bytes().splitlines()]
+    execs = [e for e in events if e["type"] == "process_exec"]
+    assert [e["argv"] for e in execs] == [["sh", "-c", "exit 3"]]
+    sh_pid = execs[0]["pid"]
+    exits = [e for e in events if e["type"] == "process_exit"]
+    assert [(e["pid"], e["exit_code"]) for e in exits] == [(sh_pid, 3)]
+    summary = orjson.loads(summary_file.read_bytes())
+    assert summary["exit_code"] == 3
+    assert [p["argv"] for p in summary["processes"]] == [["sh", "-c", "exit 3"]]
+    for f in (events_file, summary_file):
+        assert stat.S_IMODE(f.stat().st_mode) == 0o600
+    assert "command exited with 3" in r.stderr
+
+
+def test_exec_follows_descendants_only(bpfcap_cmd: list[str], token: str, tmp_path: Path) -> None:
+    out = tmp_path / "events.jsonl"
+    # Something unrelated runs at the same time and must not appear.
+    noise = subprocess.Popen(["sh", "-c", f"for i in 1 2 3 4 5; do /bin/echo noise-{token}; sleep 0.05; done"],
+                             stdout=subprocess.DEVNULL)
+    r = bpfcap(bpfcap_cmd, "exec", "-o", str(out), "--", "sh", "-c",
+               f"sh -c '/bin/echo {token}-grandchild' >/dev/null; /bin/echo {token}-child >/dev/null")
+    noise.wait()
+    assert r.returncode == 0, r.stderr
+    events = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    argvs = [e["argv"] for e in events if e["type"] == "process_exec"]
+    assert ["/bin/echo", f"{token}-grandchild"] in argvs and ["/bin/echo", f"{token}-child"] in argvs
+    assert not any(f"noise-{token}" in " ".join(a) for a in argvs)
+    # Every event belongs to the tree rooted at the command.
+    pids = {events[0]["pid"]} | {e["child_pid"] for e in events if e["type"] == "process_fork"}
+    assert all(e["pid"] in pids for e in events)
+
+
+def test_exec_of_a_killed_command_exits_128_plus_signal(bpfcap_cmd: list[str]) -> None:
+    r = bpfcap(bpfcap_cmd, "exec", "--", "sh", "-c", "kill -TERM $$")
+    assert r.returncode == 128 + 15, r.stderr
+
+
+def test_exec_of_a_missing_program(bpfcap_cmd: list[str]) -> None:
+    r = bpfcap(bpfcap_cmd, "exec", "--", "/nonexistent/program")
+    assert r.returncode == 127
+    assert "command not found" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_run_streams_json_lines_with_max_events(bpfcap_cmd: list[str], token: str) -> None:
+    proc = subprocess.Popen([*bpfcap_cmd, "run", "--types", "process_exec", "--max-events", "50", "--duration", "20"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)  # let it attach
+    for _ in range(60):
+        subprocess.run(["/bin/echo", token], stdout=subprocess.DEVNULL)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    events = [orjson.loads(line) for line in out.splitlines()]
+    assert len(events) == 50
+    assert {e["type"] for e in events} == {"process_exec"}
+    assert any(e["argv"] == ["/bin/echo", token] for e in events)
+    assert "50 events" in err
+
+
+def test_run_stops_on_sigint_with_a_summary(bpfcap_cmd: list[str], tmp_path: Path) -> None:
+    out = tmp_path / "run.jsonl"
+    proc = subprocess.Popen([*bpfcap_cmd, "run", "--output", str(out)], stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    subprocess.run(["/bin/true"])
+    proc.send_signal(2)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "events (" in err
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert any(orjson.loads(line)["type"] == "process_exec" for line in out.read_bytes().splitlines())
+
+
+def test_run_with_text_format(bpfcap_cmd: list[str], token: str) -> None:
+    proc = subprocess.Popen([*bpfcap_cmd, "run", "--format", "text", "--types", "process_exec", "--duration", "3"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    subprocess.run(["/bin/echo", token], stdout=subprocess.DEVNULL)
+    out, _ = proc.communicate(timeout=30)
+    line = next(line for line in out.splitlines() if token in line)
+    assert line.split()[1] == "process_exec" and line.endswith(f"/bin/echo {token}")
+
+
+def test_unprivileged_user_gets_one_line_naming_the_capability(bpfcap_cmd: list[str]) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to drop to an unprivileged user")
+    r = bpfcap(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--inh-caps=-all", *bpfcap_cmd],
+               "run", "--duration", "1")
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "CAP_BPF" in lines[0] and "CAP_PERFMON" in lines[0], r.stderr
+
+
+def test_doctor_reports_the_mechanism_of_each_process_probe(bpfcap_cmd: list[str]) -> None:
+    r = bpfcap(bpfcap_cmd, "doctor", "--json")
+    assert r.returncode == 0, r.stderr
+    info = orjson.loads(r.stdout)
+    assert info["btf"] is True and info["missing_privileges"] is None
+    mech = {p["name"]: p["mechanism"] for p in info["probes"]}
+    assert mech == {name: "raw_tracepoint" for name in ("sched_process_exec", "sched_process_exit", "sched_process_fork")}

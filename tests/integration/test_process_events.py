@@ -1,0 +1,150 @@
+"""Process events from the real kernel, checked against what each test did itself."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import anyio
+import pytest
+
+from bpfcap import CaptureManager, ClosedError, EventType, PerformanceConfig, _native
+
+from .helpers import bpf_objects, collect_until, open_fds, run, wait_until_no_bpf_objects
+
+pytestmark = pytest.mark.anyio
+FAST = PerformanceConfig(ring_buffer_size=1 << 22, batch_size=256, poll_interval=0.01)
+
+
+async def test_exec_of_echo_has_pid_ppid_argv_and_filename(token: str) -> None:
+    async with CaptureManager(FAST) as mgr, await mgr.subscribe([EventType.PROCESS_EXEC]) as sub:
+        proc = await anyio.open_process(["/bin/echo", token])
+        await proc.wait()
+        events = await collect_until(sub, lambda seen: any(token in (e.argv or []) for e in seen))
+    mine = [e for e in events if token in (e.argv or [])]
+    assert len(mine) == 1
+    e = mine[0]
+    assert e.type == EventType.PROCESS_EXEC
+    assert (e.pid, e.tid, e.ppid) == (proc.pid, proc.pid, os.getpid())
+    assert e.argv == ["/bin/echo", token] and e.filename == "/bin/echo" and e.argv_truncated is False
+    assert e.comm == "echo" and e.uid == os.getuid() and e.gid == os.getgid()
+    assert e.mnt_ns == os.stat("/proc/self/ns/mnt").st_ino
+    assert e.pid_ns == os.stat("/proc/self/ns/pid_for_children").st_ino
+    assert e.cgroup_id > 0 and e.ts_ns > 0 and e.time.endswith("Z")
+
+
+async def test_exit_code_7_and_a_signal() -> None:
+    async with CaptureManager(FAST) as mgr, await mgr.subscribe([EventType.PROCESS_EXIT]) as sub:
+        seven = await run(["/bin/sh", "-c", "exit 7"])
+        assert seven.returncode == 7
+        killed = await anyio.open_process(["/bin/sleep", "30"])
+        killed.kill()
+        await killed.wait()
+        # The pids of processes we ran are not known for `run`; find sh's exit by its code and comm.
+        events = await collect_until(sub, lambda seen: any(e.pid == killed.pid for e in seen))
+    exits = {e.pid: e for e in events}
+    assert (exits[killed.pid].signal, exits[killed.pid].exit_code) == (9, None)
+    assert any(e.comm == "sh" and e.exit_code == 7 and e.signal is None for e in events)
+    assert all(e.type == EventType.PROCESS_EXIT for e in events)
+
+
+async def test_fork_child_pid_matches_the_child(token: str) -> None:
+    async with CaptureManager(FAST) as mgr, await mgr.subscribe(
+        [EventType.PROCESS_FORK, EventType.PROCESS_EXEC]
+    ) as sub:
+        sh = await anyio.open_process(["/bin/sh", "-c", f"/bin/echo {token} >/dev/null; true"])
+        await sh.wait()
+        events = await collect_until(sub, lambda seen: any(token in (e.argv or []) for e in seen))
+    echo = next(e for e in events if token in (e.argv or []))
+    forks = [e for e in events if e.type == EventType.PROCESS_FORK and e.pid == sh.pid]
+    assert [f.child_pid for f in forks] == [echo.pid]
+    assert echo.ppid == sh.pid
+
+
+async def test_threads_are_not_reported_as_forks() -> None:
+    async with CaptureManager(FAST) as mgr, await mgr.subscribe([EventType.PROCESS_FORK]) as sub:
+        t = threading.Thread(target=time.sleep, args=(0.01,))
+        t.start()
+        t.join()
+        marker = await anyio.open_process(["/bin/true"])
+        await marker.wait()
+        events = await collect_until(sub, lambda seen: any(e.child_pid == marker.pid for e in seen))
+    assert [e.child_pid for e in events if e.pid == os.getpid()] == [marker.pid]
+
+
+async def test_a_subscription_gets_only_its_types(token: str) -> None:
+    async with (
+        CaptureManager(FAST) as mgr,
+        await mgr.subscribe([EventType.PROCESS_EXIT]) as exits,
+        await mgr.subscribe([EventType.PROCESS_EXEC, EventType.PROCESS_EXIT, EventType.PROCESS_FORK]) as everything,
+    ):
+        proc = await anyio.open_process(["/bin/echo", token])
+        await proc.wait()
+        all_events = await collect_until(everything, lambda seen: any(e.pid == proc.pid and e.type == EventType.PROCESS_EXIT for e in seen))
+        exit_events = await collect_until(exits, lambda seen: any(e.pid == proc.pid for e in seen))
+    assert {e.type for e in all_events} >= {EventType.PROCESS_EXEC, EventType.PROCESS_FORK, EventType.PROCESS_EXIT}
+    assert {e.type for e in exit_events} == {EventType.PROCESS_EXIT}
+
+
+async def test_batches_hold_several_events(token: str) -> None:
+    async with CaptureManager(FAST) as mgr, await mgr.subscribe([EventType.PROCESS_EXEC]) as sub:
+        for i in range(20):
+            await run(["/bin/echo", f"{token}-{i}"])
+        seen: list = []
+        with anyio.fail_after(5):
+            async for batch in sub.batches():
+                assert isinstance(batch, list) and batch
+                seen.extend(e for e in batch if e.argv and e.argv[-1].startswith(token))
+                if len(seen) == 20:
+                    break
+    assert [e.argv[-1] for e in seen] == [f"{token}-{i}" for i in range(20)]
+
+
+async def test_stop_detaches_every_program_and_map() -> None:
+    fds_before = open_fds()
+    mgr = CaptureManager(FAST)
+    await mgr.start()
+    sub = await mgr.subscribe([EventType.PROCESS_EXEC, EventType.PROCESS_EXIT, EventType.PROCESS_FORK])
+    assert {p["name"] for p in mgr.probes()} == {"sched_process_exec", "sched_process_exit", "sched_process_fork"}
+    assert {p["program"] for p in mgr.probes()} == {"bpfcap_exec", "bpfcap_exit", "bpfcap_fork"}
+    progs = {p["name"] for p in bpf_objects("prog")}
+    assert {"bpfcap_exec", "bpfcap_exit", "bpfcap_fork"} <= progs
+    await mgr.stop()
+    await sub.aclose()
+    assert not any(fd.startswith("anon_inode:bpf") for fd in open_fds() - fds_before)
+    assert wait_until_no_bpf_objects() == {"prog": [], "map": [], "link": []}
+    with pytest.raises(ClosedError):
+        await mgr.subscribe([EventType.PROCESS_EXEC])
+
+
+async def test_stop_ends_subscriptions_and_delivers_what_was_captured(token: str) -> None:
+    mgr = CaptureManager(PerformanceConfig(poll_interval=5.0, batch_size=100000))
+    await mgr.start()
+    sub = await mgr.subscribe([EventType.PROCESS_EXEC])
+    await run(["/bin/echo", token])
+    await mgr.stop()  # long poll interval: the exec is still in the ring when stop() runs
+    argvs = [e.argv async for e in sub]
+    assert ["/bin/echo", token] in argvs
+
+
+def test_waiting_for_the_ring_releases_the_gil() -> None:
+    cap = _native.Capture(1 << 16, 1 << 30)
+    counter = 0
+    stop = False
+
+    def spin() -> None:
+        nonlocal counter
+        while not stop:
+            counter += 1
+
+    t = threading.Thread(target=spin)
+    t.start()
+    try:
+        before = counter
+        cap.poll(0.3)  # nothing attached: waits the whole timeout
+        assert counter - before > 1000, "another Python thread ran while poll() waited"
+    finally:
+        stop = True
+        t.join()
+        cap.close()
