@@ -169,3 +169,22 @@ mod user {
     unsafe impl aya::Pod for super::Offsets {}
     unsafe impl aya::Pod for super::Settings {}
 }
+
+// The layout both sides rely on, checked when compiling for the BPF target and
+// for the host alike: a change that moves a field fails the build on both.
+const _: () = {
+    use core::mem::{offset_of, size_of};
+    assert!(size_of::<Header>() == 72);
+    assert!(offset_of!(Header, ts_ns) == 8);
+    assert!(offset_of!(Header, cgroup_id) == 16);
+    assert!(offset_of!(Header, pid) == 24);
+    assert!(offset_of!(Header, comm) == 56);
+    assert!(offset_of!(ExecRecord, filename_len) == 72);
+    assert!(offset_of!(ExecRecord, data) == 80);
+    assert!(size_of::<ExitRecord>() == 80);
+    assert!(size_of::<ForkRecord>() == 80);
+    assert!(size_of::<Offsets>() == 64);
+    assert!(size_of::<Settings>() == 8);
+    // Masking tricks in the exec program need power-of-two bounds.
+    assert!(FILENAME_MAX.is_power_of_two() && ARGV_MAX.is_power_of_two());
+};

@@ -130,3 +130,74 @@ fn exec_payload(hdr: &Header, rec: &[u8]) -> Result<Payload, DecodeError> {
         argv_truncated: hdr.flags & (flag::ARGV_TRUNCATED | flag::ARGV_UNREADABLE) != 0,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(kind: u16, size: usize) -> Header {
+        Header { kind, size: size as u32, pid: 42, tid: 43, comm: *b"sh\0\0\0\0\0\0\0\0\0\0\0\0\0\0", ..Header::default() }
+    }
+
+    fn bytes<T>(v: &T) -> Vec<u8> {
+        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+    }
+
+    fn exec(filename: &[u8], argv: &[u8], flags: u16) -> Vec<u8> {
+        let mut out = bytes(&header(kind::PROCESS_EXEC, 0));
+        out.extend_from_slice(&(filename.len() as u16).to_le_bytes());
+        out.extend_from_slice(&(argv.len() as u16).to_le_bytes());
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(filename);
+        out.extend_from_slice(argv);
+        let size = out.len() as u32;
+        out[4..8].copy_from_slice(&size.to_le_bytes());
+        out[2..4].copy_from_slice(&flags.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn exec_splits_argv_and_keeps_flags() {
+        let mut st = DecodeStats::default();
+        let ev = decode(&exec(b"/bin/ls\0", b"ls\0-l\0\0", 0), &mut st).unwrap();
+        assert_eq!((ev.pid, ev.tid, ev.comm_str().as_str()), (42, 43, "sh"));
+        assert_eq!(
+            ev.payload,
+            Payload::Exec {
+                filename: "/bin/ls".into(),
+                argv: vec!["ls".into(), "-l".into(), "".into()],
+                filename_truncated: false,
+                argv_truncated: false
+            }
+        );
+        let ev = decode(&exec(b"/x\0", b"a\0b", flag::ARGV_TRUNCATED), &mut st).unwrap();
+        assert!(matches!(ev.payload, Payload::Exec { argv_truncated: true, ref argv, .. } if argv == &["a", "b"]));
+        assert_eq!(st.records, 2);
+    }
+
+    #[test]
+    fn exit_codes_and_signals() {
+        let mut st = DecodeStats::default();
+        let mut r = ExitRecord { hdr: header(kind::PROCESS_EXIT, size_of::<ExitRecord>()), ..Default::default() };
+        r.exit_code = 7 << 8;
+        assert_eq!(decode(&bytes(&r), &mut st).unwrap().payload, Payload::Exit { exit_code: Some(7), signal: None, core_dumped: false });
+        r.exit_code = 0x80 | 11;
+        assert_eq!(decode(&bytes(&r), &mut st).unwrap().payload, Payload::Exit { exit_code: None, signal: Some(11), core_dumped: true });
+    }
+
+    #[test]
+    fn malformed_records_are_counted() {
+        let mut st = DecodeStats::default();
+        let good = exec(b"/bin/ls\0", b"ls\0", 0);
+        assert_eq!(decode(&good[..10], &mut st), Err(DecodeError::Short));
+        assert_eq!(decode(&good[..good.len() - 1], &mut st), Err(DecodeError::BadSize));
+        let mut lying = good.clone();
+        lying[72..74].copy_from_slice(&600u16.to_le_bytes()); // filename_len beyond the record
+        assert_eq!(decode(&lying, &mut st), Err(DecodeError::BadSize));
+        let unknown = bytes(&header(999, size_of::<Header>()));
+        assert_eq!(decode(&unknown, &mut st), Err(DecodeError::UnknownKind));
+        let short_fork = bytes(&header(kind::PROCESS_FORK, size_of::<Header>()));
+        assert_eq!(decode(&short_fork, &mut st), Err(DecodeError::Short));
+        assert_eq!((st.short, st.bad_size, st.unknown_kind, st.records), (2, 2, 1, 0));
+    }
+}
