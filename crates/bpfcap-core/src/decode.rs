@@ -88,20 +88,7 @@ fn decode_inner(rec: &[u8]) -> Result<Event, DecodeError> {
         }
         _ => return Err(DecodeError::UnknownKind),
     };
-    Ok(Event {
-        kind: hdr.kind,
-        ts_ns: hdr.ts_ns,
-        cgroup_id: hdr.cgroup_id,
-        pid: hdr.pid,
-        tid: hdr.tid,
-        ppid: hdr.ppid,
-        uid: hdr.uid,
-        gid: hdr.gid,
-        mnt_ns: hdr.mnt_ns,
-        pid_ns: hdr.pid_ns,
-        comm: hdr.comm,
-        payload,
-    })
+    Ok(Event { hdr, payload })
 }
 
 fn exec_payload(hdr: &Header, rec: &[u8]) -> Result<Payload, DecodeError> {
@@ -160,7 +147,7 @@ mod tests {
     fn exec_splits_argv_and_keeps_flags() {
         let mut st = DecodeStats::default();
         let ev = decode(&exec(b"/bin/ls\0", b"ls\0-l\0\0", 0), &mut st).unwrap();
-        assert_eq!((ev.pid, ev.tid, ev.comm_str().as_str()), (42, 43, "sh"));
+        assert_eq!((ev.hdr.pid, ev.hdr.tid, ev.comm_str().as_str()), (42, 43, "sh"));
         assert_eq!(
             ev.payload,
             Payload::Exec {

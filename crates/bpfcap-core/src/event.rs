@@ -1,6 +1,6 @@
 //! Decoded events: the common fields of every record plus a per-kind payload.
 
-use bpfcap_common::{kind, COMM_LEN};
+use bpfcap_common::{kind, Header, COMM_LEN};
 
 /// Event kinds by name, in id order; the ids are part of the public contract.
 pub const KIND_NAMES: &[(u16, &str)] = &[
@@ -54,42 +54,27 @@ pub enum Payload {
     },
 }
 
+/// A decoded event: the record's common header plus its kind's payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
-    pub kind: u16,
-    pub ts_ns: u64,
-    pub cgroup_id: u64,
-    pub pid: u32,
-    pub tid: u32,
-    pub ppid: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub mnt_ns: u32,
-    pub pid_ns: u32,
-    pub comm: [u8; COMM_LEN],
+    pub hdr: Header,
     pub payload: Payload,
 }
 
 impl Event {
+    pub fn kind(&self) -> u16 {
+        self.hdr.kind
+    }
+
     /// `comm` up to its NUL, lossily decoded.
     pub fn comm_str(&self) -> String {
-        let end = self.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
-        String::from_utf8_lossy(&self.comm[..end]).into_owned()
+        let end = self.hdr.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
+        String::from_utf8_lossy(&self.hdr.comm[..end]).into_owned()
     }
 
     pub fn loss(ts_ns: u64, count: u64, reason: &'static str, lost_kind: Option<u16>) -> Self {
         Self {
-            kind: kind::LOSS,
-            ts_ns,
-            cgroup_id: 0,
-            pid: 0,
-            tid: 0,
-            ppid: 0,
-            uid: 0,
-            gid: 0,
-            mnt_ns: 0,
-            pid_ns: 0,
-            comm: [0; COMM_LEN],
+            hdr: Header { kind: kind::LOSS, ts_ns, ..Header::default() },
             payload: Payload::Loss { count, reason, lost_kind },
         }
     }

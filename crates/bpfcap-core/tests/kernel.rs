@@ -47,16 +47,16 @@ fn exec_exit_and_fork_of_a_child() {
     assert_eq!(filename, "/bin/echo");
     assert_eq!(argv[0], "/bin/echo");
     assert!(!argv_truncated);
-    assert_eq!(exec.ppid, sh_pid, "echo's parent is the shell");
+    assert_eq!(exec.hdr.ppid, sh_pid, "echo's parent is the shell");
     assert_eq!(exec.comm_str(), "echo");
-    assert_ne!(exec.mnt_ns, 0);
-    assert_ne!(exec.pid_ns, 0);
-    assert_ne!(exec.cgroup_id, 0);
+    assert_ne!(exec.hdr.mnt_ns, 0);
+    assert_ne!(exec.hdr.pid_ns, 0);
+    assert_ne!(exec.hdr.cgroup_id, 0);
 
-    let exit = find(&mut cap, &mut seen, |e| e.kind == kind::PROCESS_EXIT && e.pid == sh_pid).expect("exit of the shell");
+    let exit = find(&mut cap, &mut seen, |e| e.hdr.kind == kind::PROCESS_EXIT && e.hdr.pid == sh_pid).expect("exit of the shell");
     assert_eq!(exit.payload, Payload::Exit { exit_code: Some(7), signal: None, core_dumped: false });
     let fork = find(&mut cap, &mut seen, |e| {
-        e.kind == kind::PROCESS_FORK && e.pid == sh_pid && matches!(e.payload, Payload::Fork { child_pid } if child_pid == exec.pid)
+        e.hdr.kind == kind::PROCESS_FORK && e.hdr.pid == sh_pid && matches!(e.payload, Payload::Fork { child_pid } if child_pid == exec.hdr.pid)
     });
     assert!(fork.is_some(), "the shell's fork of echo");
     assert_eq!(cap.stats.decode.errors(), 0);

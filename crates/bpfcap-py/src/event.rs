@@ -42,45 +42,45 @@ impl PyEvent {
     /// The event type as a `bpfcap.EventType`.
     #[getter]
     fn r#type(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        event_type(py, self.ev.kind)
+        event_type(py, self.ev.hdr.kind)
     }
     /// The numeric event type id (cheaper than `type` in hot loops).
     #[getter]
     fn type_id(&self) -> u16 {
-        self.ev.kind
+        self.ev.hdr.kind
     }
     #[getter]
     fn type_name(&self) -> &'static str {
-        kind_name(self.ev.kind)
+        kind_name(self.ev.hdr.kind)
     }
     #[getter]
     fn ts_ns(&self) -> u64 {
-        self.ev.ts_ns
+        self.ev.hdr.ts_ns
     }
     /// Wall-clock time, RFC 3339 with nanoseconds.
     #[getter]
     fn time(&self) -> String {
-        clock::rfc3339(self.ev.ts_ns as i64 + self.wall_offset_ns)
+        clock::rfc3339(self.ev.hdr.ts_ns as i64 + self.wall_offset_ns)
     }
     #[getter]
     fn pid(&self) -> u32 {
-        self.ev.pid
+        self.ev.hdr.pid
     }
     #[getter]
     fn tid(&self) -> u32 {
-        self.ev.tid
+        self.ev.hdr.tid
     }
     #[getter]
     fn ppid(&self) -> u32 {
-        self.ev.ppid
+        self.ev.hdr.ppid
     }
     #[getter]
     fn uid(&self) -> u32 {
-        self.ev.uid
+        self.ev.hdr.uid
     }
     #[getter]
     fn gid(&self) -> u32 {
-        self.ev.gid
+        self.ev.hdr.gid
     }
     #[getter]
     fn comm(&self) -> String {
@@ -88,15 +88,15 @@ impl PyEvent {
     }
     #[getter]
     fn cgroup_id(&self) -> u64 {
-        self.ev.cgroup_id
+        self.ev.hdr.cgroup_id
     }
     #[getter]
     fn mnt_ns(&self) -> u32 {
-        self.ev.mnt_ns
+        self.ev.hdr.mnt_ns
     }
     #[getter]
     fn pid_ns(&self) -> u32 {
-        self.ev.pid_ns
+        self.ev.hdr.pid_ns
     }
     /// Container id of the event's cgroup; enrichment is not wired yet, so None.
     #[getter]
@@ -200,8 +200,8 @@ impl PyEvent {
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
         let e = &self.ev;
-        d.set_item("type", kind_name(e.kind))?;
-        d.set_item("ts_ns", e.ts_ns)?;
+        d.set_item("type", kind_name(e.hdr.kind))?;
+        d.set_item("ts_ns", e.hdr.ts_ns)?;
         d.set_item("time", self.time())?;
         if let Payload::Loss { count, reason, lost_kind } = &e.payload {
             d.set_item("count", count)?;
@@ -209,17 +209,17 @@ impl PyEvent {
             d.set_item("lost_type", lost_kind.map(kind_name))?;
             return Ok(d);
         }
-        d.set_item("pid", e.pid)?;
-        d.set_item("tid", e.tid)?;
-        d.set_item("ppid", e.ppid)?;
-        d.set_item("uid", e.uid)?;
-        d.set_item("gid", e.gid)?;
+        d.set_item("pid", e.hdr.pid)?;
+        d.set_item("tid", e.hdr.tid)?;
+        d.set_item("ppid", e.hdr.ppid)?;
+        d.set_item("uid", e.hdr.uid)?;
+        d.set_item("gid", e.hdr.gid)?;
         d.set_item("comm", e.comm_str())?;
-        d.set_item("cgroup_id", e.cgroup_id)?;
+        d.set_item("cgroup_id", e.hdr.cgroup_id)?;
         d.set_item("container_id", py.None())?;
         d.set_item("pod_uid", py.None())?;
-        d.set_item("mnt_ns", e.mnt_ns)?;
-        d.set_item("pid_ns", e.pid_ns)?;
+        d.set_item("mnt_ns", e.hdr.mnt_ns)?;
+        d.set_item("pid_ns", e.hdr.pid_ns)?;
         match &e.payload {
             Payload::Exec { filename, argv, filename_truncated, argv_truncated } => {
                 d.set_item("filename", filename)?;
@@ -251,6 +251,6 @@ impl PyEvent {
 
     fn __repr__(&self) -> String {
         let e = &self.ev;
-        format!("<Event {} pid={} tid={} comm={:?}>", kind_name(e.kind), e.pid, e.tid, e.comm_str())
+        format!("<Event {} pid={} tid={} comm={:?}>", kind_name(e.hdr.kind), e.hdr.pid, e.hdr.tid, e.comm_str())
     }
 }
