@@ -55,8 +55,12 @@ test: setup test-rust test-python
 test-rust:
 	cargo test --workspace
 
+# The host kernel offers neither kprobes nor fentry/LSM programs (see
+# ../shared/ENVIRONMENT.md): the tests expect the tracepoint fallbacks there.
+HOST_MECHANISMS ?= tracepoint,raw_tracepoint
+
 test-python: build
-	$(PY) -m pytest
+	BPFCAP_EXPECT_MECHANISMS=$${BPFCAP_EXPECT_MECHANISMS:-$(HOST_MECHANISMS)} $(PY) -m pytest
 
 clean:
 	rm -rf target $(VENV) python/bpfcap/*.so

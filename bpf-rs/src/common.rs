@@ -4,7 +4,7 @@ use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::generated as h,
     macros::map,
-    maps::{PerCpuArray, RingBuf},
+    maps::{Array, PerCpuArray, RingBuf},
 };
 use bpfcap_common::{kind, Header, Offsets, Settings, COMM_LEN, NO_OFFSET};
 
@@ -15,6 +15,12 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 /// Records that did not fit into the ring, per CPU and per kind.
 #[map(name = "BPFCAP_LOST")]
 pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(kind::COUNT, 0);
+
+/// Which event kinds userspace wants (1) or not (0). Programs shared by
+/// several kinds (a syscall tracepoint serving reads and permission checks)
+/// look here before building a record.
+#[map(name = "BPFCAP_ENABLED")]
+pub static ENABLED: Array<u32> = Array::with_max_entries(kind::COUNT, 0);
 
 /// Struct field offsets of the running kernel, from its BTF (set before load).
 #[no_mangle]
@@ -131,4 +137,40 @@ pub fn emit<T: 'static>(kind: u16, fill: impl FnOnce(&mut T)) {
 #[inline(always)]
 pub fn EVENTS_ptr() -> *mut core::ffi::c_void {
     &EVENTS as *const RingBuf as *mut core::ffi::c_void
+}
+
+/// Whether userspace asked for events of `kind`.
+#[inline(always)]
+pub fn enabled(kind: u16) -> bool {
+    ENABLED.get(kind as u32).is_some_and(|v| *v != 0)
+}
+
+/// Sends the first `size` bytes of a record built in scratch memory, with the
+/// wake-up policy; `size` must be bounded (masked) by the caller for the verifier.
+#[inline(always)]
+pub fn output(kind: u16, rec: *mut core::ffi::c_void, size: usize) {
+    let ret = unsafe { h::bpf_ringbuf_output(EVENTS_ptr(), rec, size as u64, wakeup_flags()) };
+    if ret != 0 {
+        count_lost(kind);
+    }
+}
+
+/// The `struct file *` behind descriptor `fd` of the current task, or 0.
+#[inline(always)]
+pub fn file_of_fd(fd: i64) -> u64 {
+    if fd < 0 {
+        return 0;
+    }
+    let task = unsafe { h::bpf_get_current_task() };
+    let files = read_kernel::<u64>(task, off!(task_files)).unwrap_or(0);
+    let fdt = read_kernel::<u64>(files, off!(files_fdt)).unwrap_or(0);
+    let max = read_kernel::<u32>(fdt, off!(fdt_max_fds)).unwrap_or(0);
+    if fd as u64 >= max as u64 {
+        return 0;
+    }
+    let fds = read_kernel::<u64>(fdt, off!(fdt_fd)).unwrap_or(0);
+    if fds == 0 {
+        return 0;
+    }
+    read_kernel::<u64>(fds + fd as u64 * 8, 0).unwrap_or(0)
 }

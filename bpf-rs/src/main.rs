@@ -4,7 +4,11 @@
 #![no_main]
 
 mod common;
+mod file;
+mod net;
+mod path;
 mod process;
+mod selftest;
 
 #[cfg(not(test))]
 #[panic_handler]

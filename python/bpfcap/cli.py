@@ -288,35 +288,58 @@ def print_exec_summary(tree: PidTree, counter: Counter, code: int) -> None:
 
 
 async def cmd_doctor(args: argparse.Namespace) -> int:
+    """What this machine offers; exit 0 when capture is possible at all."""
     info: dict[str, Any] = dict(_native.system_info())
-    probes: list[dict[str, Any]] = []
+    info["program_types"] = {}
+    info["probes"] = []
+    info["ring_buffer"] = None
     if info["missing_privileges"] is None:
-        async with CaptureManager() as mgr:
-            for spec in _native.supported_probes():
-                entry = {"name": spec["name"], "type": spec["type"], "plans": [m for m, _ in spec["plans"]]}
-                try:
-                    await mgr.subscribe([spec["type"]])
-                    attached = next(p for p in mgr.probes() if p["name"] == spec["name"])
-                    entry.update(mechanism=attached["mechanism"], target=attached["target"], error=None)
-                except BpfcapError as e:
-                    entry.update(mechanism=None, target=None, error=str(e))
-                probes.append(entry)
-    info["probes"] = probes
+        try:
+            async with CaptureManager(PerformanceConfig(ring_buffer_size=1 << 16)) as mgr:
+                info["ring_buffer"] = "ok"
+                native = mgr._require()
+                types = await anyio.to_thread.run_sync(native.program_types)
+                info["program_types"] = {t: ("ok" if err is None else err) for t, err in types}
+                for spec in _native.supported_probes():
+                    entry: dict[str, Any] = {"name": spec["name"], "type": spec["type"],
+                                             "plans": [m for m, _ in spec["plans"]]}
+                    try:
+                        await anyio.to_thread.run_sync(native.enable_probe, spec["name"])
+                        st = next(p for p in mgr.probes() if p["name"] == spec["name"])
+                        entry.update(mechanism=st["mechanism"], targets=st["targets"], skipped=st["skipped"], error=None)
+                    except BpfcapError as e:
+                        entry.update(mechanism=None, targets=[], skipped=[], error=str(e))
+                    info["probes"].append(entry)
+        except BpfcapError as e:
+            info["ring_buffer"] = f"unavailable: {e}"
+    usable = info["ring_buffer"] == "ok" and any(p["mechanism"] for p in info["probes"])
+    info["capture_possible"] = usable
     if args.json:
         sys.stdout.buffer.write(orjson.dumps(info, option=orjson.OPT_INDENT_2) + b"\n")
-        return 0
-    print(f"kernel           {info['kernel']}")
-    print(f"BTF              {'yes' if info['btf'] else 'no (struct fields that need offsets are reported as 0)'}")
-    print(f"lockdown         {info['lockdown'] or 'unknown (securityfs not mounted or no lockdown LSM)'}")
+        return 0 if usable else EXIT_FAILURE
+    version = info["kernel_version"]
+    old = version is not None and tuple(version) < (5, 10, 0)
+    print(f"kernel           {info['kernel']}" + ("  (older than 5.10: unsupported)" if old else ""))
+    print(f"BTF              {'yes' if info['btf'] else 'no: struct fields that need offsets are reported as 0'}")
+    print(f"lockdown         {info['lockdown'] or 'unknown (no lockdown LSM, or securityfs not mounted)'}")
     print(f"LSMs             {info['lsms'] or 'unknown'}")
     priv = info["missing_privileges"]
     print(f"privileges       {'ok' if priv is None else 'missing ' + priv + ': run as root'}")
     missing = info["missing_kernel_fields"]
     print(f"kernel fields    {'all found' if not missing else 'missing: ' + ', '.join(missing)}")
-    for p in probes:
-        how = p["mechanism"] or f"UNAVAILABLE ({p['error']})"
-        print(f"probe {p['name']:<22} {how}")
-    return 0
+    print(f"ring buffer      {info['ring_buffer'] or 'not checked (no privileges)'}")
+    lsm_off = info["lsms"] is not None and "bpf" not in info["lsms"].split(",")
+    for t, status in info["program_types"].items():
+        hint = " (the BPF LSM is not active: boot with lsm=...,bpf)" if t == "lsm" and status != "ok" and lsm_off else ""
+        print(f"program type     {t:<15} {'works' if status == 'ok' else 'refused: ' + status}{hint}")
+    for p in info["probes"]:
+        if p["mechanism"]:
+            fallback = f" (fallback; skipped {', '.join(s.split(':')[0] for s in p['skipped'])})" if p["skipped"] else ""
+            print(f"probe {p['name']:<22} {p['mechanism']}{fallback}")
+        else:
+            print(f"probe {p['name']:<22} UNAVAILABLE: {p['error']}")
+    print("capture          " + ("possible" if usable else "NOT possible"))
+    return 0 if usable else EXIT_FAILURE
 
 
 # -- argument parsing -----------------------------------------------------------------

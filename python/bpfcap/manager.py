@@ -9,6 +9,7 @@ silently: it receives an in-band ``loss`` event with the count.
 
 from __future__ import annotations
 
+import os
 from types import TracebackType
 from typing import Any, Iterable, Optional
 
@@ -137,8 +138,19 @@ class CaptureManager:
     ``await stop()`` from the same task). Needs root, or CAP_BPF and CAP_PERFMON.
     """
 
-    def __init__(self, config: Optional[PerformanceConfig] = None, *, queue_batches: int = 256) -> None:
+    def __init__(
+        self,
+        config: Optional[PerformanceConfig] = None,
+        *,
+        queue_batches: int = 256,
+        disable_mechanisms: Iterable[str] = (),
+    ) -> None:
+        """``disable_mechanisms`` (e.g. ``["kprobe", "lsm"]``, or the environment variable
+        ``BPFCAP_DISABLE_MECHANISMS=kprobe,lsm``) makes probes skip those attach
+        mechanisms, to force a fallback."""
         self.config = config or PerformanceConfig()
+        env = os.environ.get("BPFCAP_DISABLE_MECHANISMS", "")
+        self._disabled = sorted({*disable_mechanisms, *(m.strip() for m in env.split(",") if m.strip())})
         self._queue_batches = queue_batches
         self._native: Optional[_native.Capture] = None
         self._tg: Optional[anyio.abc.TaskGroup] = None
@@ -154,7 +166,9 @@ class CaptureManager:
         if self._native is not None:
             return
         cfg = self.config
-        self._native = await anyio.to_thread.run_sync(_native.Capture, cfg.ring_buffer_size, cfg.wakeup_bytes)
+        self._native = await anyio.to_thread.run_sync(
+            _native.Capture, cfg.ring_buffer_size, cfg.wakeup_bytes, self._disabled
+        )
         self._lost_seen = [0] * (max(EventType) + 1)
         self._stop_requested = False
         self._tg = anyio.create_task_group()
@@ -225,8 +239,9 @@ class CaptureManager:
 
     # -- introspection -------------------------------------------------------------
 
-    def probes(self) -> list[dict[str, str]]:
-        """Attached probes: name, event type, mechanism, kernel target, program."""
+    def probes(self) -> list[dict[str, Any]]:
+        """Attached probes: name, event type, mechanism, kernel targets, programs, and
+        why each preferred mechanism was skipped."""
         return self._require().probes()
 
     def stats(self) -> dict[str, Any]:

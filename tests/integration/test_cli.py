@@ -118,4 +118,20 @@ def test_doctor_reports_the_mechanism_of_each_process_probe(bpfcap_cmd: list[str
     info = orjson.loads(r.stdout)
     assert info["btf"] is True and info["missing_privileges"] is None
     mech = {p["name"]: p["mechanism"] for p in info["probes"]}
-    assert mech == {name: "raw_tracepoint" for name in ("sched_process_exec", "sched_process_exit", "sched_process_fork")}
+    for name in ("sched_process_exec", "sched_process_exit", "sched_process_fork"):
+        assert mech[name] == "raw_tracepoint"
+    assert info["capture_possible"] is True and info["ring_buffer"] == "ok"
+    assert info["program_types"]["tracepoint"] == "ok" and info["program_types"]["raw_tracepoint"] == "ok"
+
+
+def test_doctor_text_names_fallbacks(bpfcap_cmd: list[str]) -> None:
+    r = bpfcap(bpfcap_cmd, "doctor")
+    assert r.returncode == 0, r.stderr
+    lines = {line.split()[1]: line for line in r.stdout.splitlines() if line.startswith("probe ")}
+    assert len(lines) == 11
+    offered = os.environ.get("BPFCAP_EXPECT_MECHANISMS", "")
+    if "kprobe" not in offered.split(","):
+        # Host kernel: kprobe/fentry/LSM refused, each fallback named.
+        assert "tracepoint (fallback; skipped kprobe, fentry)" in lines["tcp_connect"]
+        assert "raw_tracepoint (fallback; skipped lsm, fentry, kprobe)" in lines["bprm_check_security"]
+        assert "program type     kprobe          refused" in r.stdout

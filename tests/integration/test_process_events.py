@@ -107,7 +107,7 @@ async def test_stop_detaches_every_program_and_map() -> None:
     await mgr.start()
     sub = await mgr.subscribe([EventType.PROCESS_EXEC, EventType.PROCESS_EXIT, EventType.PROCESS_FORK])
     assert {p["name"] for p in mgr.probes()} == {"sched_process_exec", "sched_process_exit", "sched_process_fork"}
-    assert {p["program"] for p in mgr.probes()} == {"bpfcap_exec", "bpfcap_exit", "bpfcap_fork"}
+    assert {prog for p in mgr.probes() for prog in p["programs"]} == {"bpfcap_exec", "bpfcap_exit", "bpfcap_fork"}
     progs = {p["name"] for p in bpf_objects("prog")}
     assert {"bpfcap_exec", "bpfcap_exit", "bpfcap_fork"} <= progs
     await mgr.stop()

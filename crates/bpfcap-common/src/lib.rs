@@ -11,6 +11,12 @@ pub const COMM_LEN: usize = 16;
 pub const FILENAME_MAX: usize = 512;
 /// Bytes of argv (NUL-separated) an exec record carries at most.
 pub const ARGV_MAX: usize = 2048;
+/// Bytes of path components a file record carries at most.
+pub const PATH_MAX_BYTES: usize = 2048;
+/// Bytes one path component may take (NAME_MAX + NUL).
+pub const NAME_CAP: usize = 256;
+/// Directory levels a path walk climbs at most.
+pub const PATH_MAX_DEPTH: u32 = 32;
 
 /// Event kinds. The numbers are part of the public contract (`EventType` in Python,
 /// `eventTypes` in filters): never renumber.
@@ -41,6 +47,18 @@ pub mod flag {
     pub const FILENAME_TRUNCATED: u16 = 1 << 1;
     /// Reading argv from the new process failed: the argv list is empty.
     pub const ARGV_UNREADABLE: u16 = 1 << 2;
+    /// The path walk stopped before the root (too deep or too long).
+    pub const PATH_TRUNCATED: u16 = 1 << 3;
+    /// The mechanism does not know the file descriptor.
+    pub const NO_FD: u16 = 1 << 4;
+    /// The mechanism does not know the byte count.
+    pub const NO_BYTES: u16 = 1 << 5;
+    /// The mechanism does not know the open flags.
+    pub const NO_FLAGS: u16 = 1 << 6;
+    /// The source address and port are unknown (unbound or not visible here).
+    pub const NO_SOURCE: u16 = 1 << 7;
+    /// `FileRecord::data` is one plain string, not path components.
+    pub const PATH_IS_STRING: u16 = 1 << 8;
 }
 
 /// Common start of every record: the decoder checks `size` and dispatches on
@@ -101,6 +119,39 @@ pub struct ForkRecord {
     pub _pad: u32,
 }
 
+/// `tcp_connect`, `tcp_close`, `udp_send`. Ports in host order; IPv4
+/// addresses in the first 4 bytes of `saddr`/`daddr`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NetRecord {
+    pub hdr: Header,
+    pub family: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub _pad: u16,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    /// Bytes the send asked for (`udp_send`).
+    pub bytes: i64,
+}
+
+/// `file_open`, `file_read`, `file_write`, `exec_check`, `file_permission`.
+/// `data` holds `path_depth` NUL-terminated path components, the file's own
+/// name first, up to the root (or the plain string of `PATH_IS_STRING`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FileRecord {
+    pub hdr: Header,
+    pub fd: i32,
+    /// Open flags (`O_*`) for `file_open`; the permission mask (`MAY_*`) for `file_permission`.
+    pub flags: u32,
+    pub bytes: i64,
+    pub path_len: u16,
+    pub path_depth: u16,
+    pub _pad: u32,
+    pub data: [u8; PATH_MAX_BYTES + NAME_CAP],
+}
+
 /// Marker for "this kernel does not have that field" in [`Offsets`].
 pub const NO_OFFSET: u32 = u32::MAX;
 
@@ -125,6 +176,35 @@ pub struct Offsets {
     pub mnt_ns_inum: u32,
     pub pid_ns_inum: u32,
     pub bprm_filename: u32,
+    pub bprm_file: u32,
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdt_fd: u32,
+    pub fdt_max_fds: u32,
+    pub file_path: u32,
+    pub file_flags: u32,
+    pub file_private: u32,
+    pub path_mnt: u32,
+    pub path_dentry: u32,
+    pub dentry_parent: u32,
+    pub dentry_name: u32,
+    pub qstr_len: u32,
+    pub qstr_name: u32,
+    pub mount_mnt: u32,
+    pub mount_parent: u32,
+    pub mount_mountpoint: u32,
+    pub vfsmount_root: u32,
+    pub socket_sk: u32,
+    pub sk_family: u32,
+    pub sk_daddr: u32,
+    pub sk_rcv_saddr: u32,
+    pub sk_dport: u32,
+    pub sk_num: u32,
+    pub sk_v6_daddr: u32,
+    pub sk_v6_rcv_saddr: u32,
+    pub sk_protocol: u32,
+    pub sk_type: u32,
+    pub msghdr_name: u32,
     pub _pad: u32,
 }
 
@@ -145,6 +225,35 @@ impl Offsets {
         mnt_ns_inum: NO_OFFSET,
         pid_ns_inum: NO_OFFSET,
         bprm_filename: NO_OFFSET,
+        bprm_file: NO_OFFSET,
+        task_files: NO_OFFSET,
+        files_fdt: NO_OFFSET,
+        fdt_fd: NO_OFFSET,
+        fdt_max_fds: NO_OFFSET,
+        file_path: NO_OFFSET,
+        file_flags: NO_OFFSET,
+        file_private: NO_OFFSET,
+        path_mnt: NO_OFFSET,
+        path_dentry: NO_OFFSET,
+        dentry_parent: NO_OFFSET,
+        dentry_name: NO_OFFSET,
+        qstr_len: NO_OFFSET,
+        qstr_name: NO_OFFSET,
+        mount_mnt: NO_OFFSET,
+        mount_parent: NO_OFFSET,
+        mount_mountpoint: NO_OFFSET,
+        vfsmount_root: NO_OFFSET,
+        socket_sk: NO_OFFSET,
+        sk_family: NO_OFFSET,
+        sk_daddr: NO_OFFSET,
+        sk_rcv_saddr: NO_OFFSET,
+        sk_dport: NO_OFFSET,
+        sk_num: NO_OFFSET,
+        sk_v6_daddr: NO_OFFSET,
+        sk_v6_rcv_saddr: NO_OFFSET,
+        sk_protocol: NO_OFFSET,
+        sk_type: NO_OFFSET,
+        msghdr_name: NO_OFFSET,
         _pad: 0,
     };
 }
@@ -157,10 +266,48 @@ pub struct Settings {
     /// (derived from `batchSize`); below it records are submitted with
     /// `BPF_RB_NO_WAKEUP` and the reader's poll interval bounds latency.
     pub wakeup_bytes: u64,
+    /// Field offsets of `sock:inet_sock_set_state`, from its format file.
+    pub tp_sock: SockStateLayout,
+}
+
+/// Where the fields of the `sock:inet_sock_set_state` record are.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SockStateLayout {
+    pub oldstate: u16,
+    pub newstate: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+    pub protocol: u16,
+    pub saddr: u16,
+    pub daddr: u16,
+    pub saddr_v6: u16,
+    pub daddr_v6: u16,
+    /// 0 when the layout could not be read (the program then does nothing).
+    pub valid: u16,
+    pub _pad: u16,
+}
+
+impl SockStateLayout {
+    pub const UNKNOWN: Self = Self {
+        oldstate: 0,
+        newstate: 0,
+        sport: 0,
+        dport: 0,
+        family: 0,
+        protocol: 0,
+        saddr: 0,
+        daddr: 0,
+        saddr_v6: 0,
+        daddr_v6: 0,
+        valid: 0,
+        _pad: 0,
+    };
 }
 
 impl Settings {
-    pub const DEFAULT: Self = Self { wakeup_bytes: 0 };
+    pub const DEFAULT: Self = Self { wakeup_bytes: 0, tp_sock: SockStateLayout::UNKNOWN };
 }
 
 #[cfg(feature = "user")]
@@ -183,8 +330,11 @@ const _: () = {
     assert!(offset_of!(ExecRecord, data) == 80);
     assert!(size_of::<ExitRecord>() == 80);
     assert!(size_of::<ForkRecord>() == 80);
-    assert!(size_of::<Offsets>() == 64);
-    assert!(size_of::<Settings>() == 8);
+    assert!(size_of::<Offsets>() == 45 * 4);
+    assert!(size_of::<Settings>() == 32);
+    assert!(size_of::<NetRecord>() == 120);
+    assert!(offset_of!(FileRecord, data) == 96);
+    assert!(PATH_MAX_BYTES.is_power_of_two() && NAME_CAP.is_power_of_two());
     // Masking tricks in the exec program need power-of-two bounds.
     assert!(FILENAME_MAX.is_power_of_two() && ARGV_MAX.is_power_of_two());
 };

@@ -7,19 +7,23 @@ use std::{
     time::Duration,
 };
 
+use std::collections::{HashMap, HashSet};
+
 use aya::{
-    maps::{MapData, PerCpuArray, RingBuf},
-    programs::{ProgramError, RawTracePoint},
+    maps::{Array, MapData, PerCpuArray, RingBuf},
     Ebpf, EbpfError, EbpfLoader,
 };
-use bpfcap_common::{kind, Offsets, Settings};
+use bpfcap_common::{kind, Offsets, Settings, SockStateLayout};
 
 use crate::{
+    attach::{self, Link},
     btf::Btf,
     decode::{decode, DecodeStats},
     error::{Error, Result},
     event::{kind_name, Event},
-    offsets, sys,
+    offsets,
+    probes::{self, Plan, ProbeSpec, ProgType},
+    sys, tracefs,
 };
 
 /// The BPF object built from `bpf-rs/` by build.rs.
@@ -27,60 +31,7 @@ static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 
 const RING_MAP: &str = "BPFCAP_EVENTS";
 const LOST_MAP: &str = "BPFCAP_LOST";
-
-/// How a probe is attached.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Mechanism {
-    RawTracepoint,
-}
-
-impl Mechanism {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::RawTracepoint => "raw_tracepoint",
-        }
-    }
-}
-
-/// One way to attach a probe: a program of our object and its kernel target.
-#[derive(Clone, Copy, Debug)]
-pub struct Plan {
-    pub mechanism: Mechanism,
-    pub program: &'static str,
-    pub target: &'static str,
-}
-
-/// A built-in probe: the event kind it produces and its attach plans, in order
-/// of preference.
-#[derive(Clone, Copy, Debug)]
-pub struct ProbeSpec {
-    pub name: &'static str,
-    pub kind: u16,
-    pub plans: &'static [Plan],
-}
-
-pub const PROBES: &[ProbeSpec] = &[
-    ProbeSpec {
-        name: "sched_process_exec",
-        kind: kind::PROCESS_EXEC,
-        plans: &[Plan { mechanism: Mechanism::RawTracepoint, program: "bpfcap_exec", target: "sched_process_exec" }],
-    },
-    ProbeSpec {
-        name: "sched_process_exit",
-        kind: kind::PROCESS_EXIT,
-        plans: &[Plan { mechanism: Mechanism::RawTracepoint, program: "bpfcap_exit", target: "sched_process_exit" }],
-    },
-    ProbeSpec {
-        name: "sched_process_fork",
-        kind: kind::PROCESS_FORK,
-        plans: &[Plan { mechanism: Mechanism::RawTracepoint, program: "bpfcap_fork", target: "sched_process_fork" }],
-    },
-];
-
-/// The probe that produces events of `kind`.
-pub fn probe_for_kind(kind: u16) -> Option<&'static ProbeSpec> {
-    PROBES.iter().find(|p| p.kind == kind)
-}
+const ENABLED_MAP: &str = "BPFCAP_ENABLED";
 
 /// An attached probe, as `probes()` reports it.
 #[derive(Clone, Debug)]
@@ -88,8 +39,10 @@ pub struct ProbeStatus {
     pub name: &'static str,
     pub kind: u16,
     pub mechanism: &'static str,
-    pub target: &'static str,
-    pub program: &'static str,
+    /// `program -> target` pairs of the plan that won.
+    pub attachments: Vec<(&'static str, &'static str)>,
+    /// Why each preferred plan before it failed (`mechanism: reason`).
+    pub skipped: Vec<String>,
 }
 
 /// Load-time settings of a capture.
@@ -100,6 +53,9 @@ pub struct CaptureConfig {
     /// Wake the reader once this many bytes are pending.
     pub wakeup_bytes: u64,
 }
+
+/// Attach mechanisms a capture must not use (to force fallbacks, e.g. in tests).
+pub type DisabledMechanisms = Vec<String>;
 
 impl CaptureConfig {
     pub fn validate(&self) -> Result<()> {
@@ -127,11 +83,23 @@ pub struct ReaderStats {
     pub decode: DecodeStats,
 }
 
+/// One (program, target) attachment, shared by the probes that use it.
+struct Attachment {
+    users: usize,
+    _link: Link,
+}
+
 pub struct Capture {
     ebpf: Ebpf,
     ring: RingBuf<MapData>,
     lost: PerCpuArray<MapData, u64>,
-    attached: Vec<ProbeStatus>,
+    enabled: Array<MapData, u32>,
+    /// aya's view of the kernel BTF, for fentry/fexit/LSM (read on first use).
+    btf: Option<aya::Btf>,
+    loaded: HashSet<&'static str>,
+    attachments: HashMap<(&'static str, &'static str), Attachment>,
+    active: Vec<ProbeStatus>,
+    disabled: DisabledMechanisms,
     pub offsets: Offsets,
     pub stats: ReaderStats,
 }
@@ -139,7 +107,7 @@ pub struct Capture {
 impl Capture {
     /// Checks privileges, reads this kernel's BTF, and loads the BPF object
     /// (maps created, no program loaded or attached yet).
-    pub fn open(config: CaptureConfig) -> Result<Self> {
+    pub fn open(config: CaptureConfig, disabled: DisabledMechanisms) -> Result<Self> {
         config.validate()?;
         if let Some(needed) = sys::missing_tracing_caps(sys::effective_caps()) {
             return Err(Error::Privilege { what: "loading BPF programs".into(), needed });
@@ -149,7 +117,11 @@ impl Capture {
             // Without BTF the programs still run; fields needing offsets stay 0.
             Err(_) => Offsets::UNKNOWN,
         };
-        let settings = Settings { wakeup_bytes: config.wakeup_bytes };
+        // Tracepoint layouts: readable once tracefs is mounted (else those plans fail later, saying why).
+        let tp_sock = tracefs::tracepoint_fields("sock", "inet_sock_set_state")
+            .map(|f| tracefs::sock_state_layout(&f))
+            .unwrap_or(SockStateLayout::UNKNOWN);
+        let settings = Settings { wakeup_bytes: config.wakeup_bytes, tp_sock };
         let mut ebpf = EbpfLoader::new()
             .override_global("OFFSETS", &offsets, true)
             .override_global("SETTINGS", &settings, true)
@@ -160,74 +132,139 @@ impl Capture {
         let ring = RingBuf::try_from(ring).map_err(|e| map_error(RING_MAP, e))?;
         let lost = take_map(&mut ebpf, LOST_MAP)?;
         let lost = PerCpuArray::try_from(lost).map_err(|e| map_error(LOST_MAP, e))?;
-        Ok(Self { ebpf, ring, lost, attached: Vec::new(), offsets, stats: ReaderStats::default() })
+        let enabled = take_map(&mut ebpf, ENABLED_MAP)?;
+        let enabled = Array::try_from(enabled).map_err(|e| map_error(ENABLED_MAP, e))?;
+        Ok(Self {
+            ebpf,
+            ring,
+            lost,
+            enabled,
+            btf: None,
+            loaded: HashSet::new(),
+            attachments: HashMap::new(),
+            active: Vec::new(),
+            disabled,
+            offsets,
+            stats: ReaderStats::default(),
+        })
     }
 
     /// Attaches the probe producing `kind` unless it already is.
     pub fn enable_kind(&mut self, kind: u16) -> Result<()> {
-        let probe = probe_for_kind(kind).ok_or_else(|| Error::UnknownProbe {
-            name: kind_name(kind).to_owned(),
-            known: PROBES.iter().map(|p| p.name).collect::<Vec<_>>().join(", "),
-        })?;
+        let probe = probes::probe_for_kind(kind)
+            .ok_or_else(|| Error::UnknownProbe { name: kind_name(kind).to_owned(), known: probes::names() })?;
         self.enable(probe)
     }
 
     /// Attaches a probe by the first of its plans that works; the error names
     /// every plan tried and why it failed.
     pub fn enable(&mut self, probe: &'static ProbeSpec) -> Result<()> {
-        if self.attached.iter().any(|a| a.name == probe.name) {
+        if self.active.iter().any(|a| a.name == probe.name) {
             return Ok(());
         }
-        let mut failures = Vec::new();
+        let mut skipped = Vec::new();
         for plan in probe.plans {
+            if self.disabled.iter().any(|d| d == plan.mechanism) {
+                skipped.push(format!("{}: disabled by configuration", plan.mechanism));
+                continue;
+            }
             match self.attach_plan(plan) {
-                Ok(()) => {
-                    self.attached.push(ProbeStatus {
+                Ok(attachments) => {
+                    self.enabled.set(probe.kind as u32, 1, 0).map_err(|e| map_error(ENABLED_MAP, e))?;
+                    self.active.push(ProbeStatus {
                         name: probe.name,
                         kind: probe.kind,
-                        mechanism: plan.mechanism.name(),
-                        target: plan.target,
-                        program: plan.program,
+                        mechanism: plan.mechanism,
+                        attachments,
+                        skipped,
                     });
                     return Ok(());
                 }
-                Err(e) => failures.push(e),
+                Err(e @ Error::Privilege { .. }) => return Err(e),
+                Err(e) => skipped.push(format!("{}: {e}", plan.mechanism)),
             }
         }
-        match failures.len() {
-            1 => Err(failures.pop().expect("one failure")),
-            _ => Err(Error::Attach {
-                probe: probe.name.to_owned(),
-                mechanism: "any plan",
-                reason: failures.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "),
-            }),
+        Err(Error::Attach { probe: probe.name.to_owned(), mechanism: "any mechanism", reason: skipped.join("; ") })
+    }
+
+    /// Attaches every program of a plan, or none of them.
+    fn attach_plan(&mut self, plan: &'static Plan) -> Result<Vec<(&'static str, &'static str)>> {
+        let needs_btf = plan.attach.iter().any(|a| matches!(a.ty, ProgType::Fentry | ProgType::Fexit | ProgType::Lsm));
+        if needs_btf && self.btf.is_none() {
+            self.btf = aya::Btf::from_sys_fs().ok();
+        }
+        let mut done: Vec<(&'static str, &'static str)> = Vec::new();
+        for at in plan.attach {
+            if at.optional && at.ty == ProgType::Tracepoint && !attach::tracepoint_exists(at.target) {
+                continue;
+            }
+            let key = (at.program, at.target);
+            if let Some(existing) = self.attachments.get_mut(&key) {
+                existing.users += 1;
+                done.push(key);
+                continue;
+            }
+            let loaded = self.loaded.contains(at.program);
+            match attach::attach(&mut self.ebpf, self.btf.as_ref(), at.program, at.ty, at.target, loaded) {
+                Ok(link) => {
+                    self.loaded.insert(at.program);
+                    self.attachments.insert(key, Attachment { users: 1, _link: link });
+                    done.push(key);
+                }
+                Err(e) => {
+                    for key in done {
+                        self.release(key);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    fn release(&mut self, key: (&'static str, &'static str)) {
+        if let Some(a) = self.attachments.get_mut(&key) {
+            a.users -= 1;
+            if a.users == 0 {
+                self.attachments.remove(&key); // dropping the link detaches it
+            }
         }
     }
 
-    fn attach_plan(&mut self, plan: &Plan) -> Result<()> {
-        let program = self.ebpf.program_mut(plan.program).ok_or_else(|| Error::Load {
-            program: plan.program.to_owned(),
-            reason: "not in the BPF object".into(),
-        })?;
-        match plan.mechanism {
-            Mechanism::RawTracepoint => {
-                let p: &mut RawTracePoint = program.try_into().map_err(|e: ProgramError| Error::Load {
-                    program: plan.program.to_owned(),
-                    reason: e.to_string(),
-                })?;
-                p.load().map_err(|e| program_error(plan.program, e))?;
-                p.attach(plan.target).map_err(|e| Error::Attach {
-                    probe: plan.target.to_owned(),
-                    mechanism: plan.mechanism.name(),
-                    reason: program_reason(&e),
-                })?;
-            }
+    /// Detaches a built-in probe (by its name); its kind stops being produced.
+    pub fn disable(&mut self, name: &str) -> Result<bool> {
+        let Some(i) = self.active.iter().position(|a| a.name == name) else { return Ok(false) };
+        let status = self.active.remove(i);
+        self.enabled.set(status.kind as u32, 0, 0).map_err(|e| map_error(ENABLED_MAP, e))?;
+        for key in status.attachments {
+            self.release(key);
         }
-        Ok(())
+        Ok(true)
+    }
+
+    /// Which program types this kernel accepts: each do-nothing test program
+    /// is loaded and attached for a moment. `Err` holds the reason.
+    pub fn program_types(&mut self) -> Vec<(&'static str, std::result::Result<(), String>)> {
+        if self.btf.is_none() {
+            self.btf = aya::Btf::from_sys_fs().ok();
+        }
+        probes::SELFTESTS
+            .iter()
+            .map(|t| {
+                let loaded = self.loaded.contains(t.program);
+                let r = attach::attach(&mut self.ebpf, self.btf.as_ref(), t.program, t.ty, t.target, loaded)
+                    .map(|_link| ()) // dropped at once: detached
+                    .map_err(|e| e.to_string());
+                if r.is_ok() {
+                    self.loaded.insert(t.program);
+                }
+                (t.ty.name(), r)
+            })
+            .collect()
     }
 
     pub fn probes(&self) -> &[ProbeStatus] {
-        &self.attached
+        &self.active
     }
 
     /// The ring's file descriptor: readable when records are pending and the
@@ -312,41 +349,7 @@ fn load_error(what: &str, e: EbpfError) -> Error {
         EbpfError::MapError(aya::maps::MapError::CreateError { io_error, .. }) if is_eperm(&io_error) => {
             Error::Privilege { what: "creating BPF maps".into(), needed: "CAP_BPF" }
         }
-        EbpfError::ProgramError(pe) => program_error(what, pe),
-        other => Error::Load { program: what.into(), reason: other.to_string() },
-    }
-}
-
-/// A program load error, with the verifier log's last lines when there is one.
-fn program_error(program: &str, e: ProgramError) -> Error {
-    if let ProgramError::LoadError { io_error, .. } = &e {
-        if is_eperm(io_error) && sys::missing_tracing_caps(sys::effective_caps()).is_some() {
-            return Error::Privilege { what: format!("loading {program}"), needed: "CAP_BPF and CAP_PERFMON" };
-        }
-    }
-    Error::Load { program: program.into(), reason: program_reason(&e) }
-}
-
-fn program_reason(e: &ProgramError) -> String {
-    match e {
-        ProgramError::LoadError { io_error, verifier_log } => {
-            let log = verifier_log.to_string();
-            let tail: Vec<&str> = log.lines().rev().take(8).collect();
-            if tail.is_empty() {
-                format!("{io_error} (empty verifier log)")
-            } else {
-                format!("{io_error}; verifier log ends: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | "))
-            }
-        }
-        other => {
-            let mut msg = other.to_string();
-            let mut src = std::error::Error::source(other);
-            while let Some(s) = src {
-                msg.push_str(": ");
-                msg.push_str(&s.to_string());
-                src = s.source();
-            }
-            msg
-        }
+        EbpfError::ProgramError(pe) => attach::program_error(what, pe),
+        other => Error::Load { program: what.into(), reason: attach::reason(&other) },
     }
 }

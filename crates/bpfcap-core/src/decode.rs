@@ -3,7 +3,13 @@
 
 use std::mem::{offset_of, size_of};
 
-use bpfcap_common::{flag, kind, ExecRecord, ExitRecord, ForkRecord, Header, ARGV_MAX, FILENAME_MAX};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use bpfcap_common::{
+    flag, kind, ExecRecord, ExitRecord, FileRecord, ForkRecord, Header, NetRecord, ARGV_MAX, FILENAME_MAX,
+};
+
+const AF_INET6: u16 = 10;
 
 use crate::event::{Event, Payload};
 
@@ -86,10 +92,82 @@ fn decode_inner(rec: &[u8]) -> Result<Event, DecodeError> {
             let r: ForkRecord = read(rec).ok_or(DecodeError::Short)?;
             Payload::Fork { child_pid: r.child_pid }
         }
+        kind::TCP_CONNECT | kind::TCP_CLOSE | kind::UDP_SEND => {
+            let r: NetRecord = read(rec).ok_or(DecodeError::Short)?;
+            net_payload(&r)
+        }
+        kind::FILE_OPEN | kind::FILE_READ | kind::FILE_WRITE | kind::EXEC_CHECK | kind::FILE_PERMISSION => {
+            file_payload(&hdr, rec)?
+        }
         _ => return Err(DecodeError::UnknownKind),
     };
     Ok(Event { hdr, payload })
 }
+
+fn ip(family: u16, raw: &[u8; 16]) -> IpAddr {
+    if family == AF_INET6 {
+        IpAddr::V6(Ipv6Addr::from(*raw))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3]))
+    }
+}
+
+fn net_payload(r: &NetRecord) -> Payload {
+    let no_source = r.hdr.flags & flag::NO_SOURCE != 0;
+    Payload::Net {
+        family: r.family,
+        source: (!no_source).then(|| (ip(r.family, &r.saddr), r.sport)),
+        daddr: ip(r.family, &r.daddr),
+        dport: r.dport,
+        bytes: (r.hdr.kind == kind::UDP_SEND).then_some(r.bytes),
+    }
+}
+
+fn file_payload(hdr: &Header, rec: &[u8]) -> Result<Payload, DecodeError> {
+    let data_off = offset_of!(FileRecord, data);
+    if rec.len() < data_off {
+        return Err(DecodeError::Short);
+    }
+    let fixed: FileFixed = read(rec).ok_or(DecodeError::Short)?;
+    let len = fixed.path_len as usize;
+    let data = rec.get(data_off..data_off + len).ok_or(DecodeError::BadSize)?;
+    let truncated = hdr.flags & flag::PATH_TRUNCATED != 0;
+    let path = if hdr.flags & flag::PATH_IS_STRING != 0 {
+        str_until_nul(data)
+    } else {
+        // Components come leaf first; a complete path starts at the root.
+        let parts: Vec<String> = data
+            .split(|&b| b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect();
+        let joined = parts.into_iter().rev().collect::<Vec<_>>().join("/");
+        if truncated { joined } else { format!("/{joined}") }
+    };
+    let has = |f: u16| hdr.flags & f == 0;
+    Ok(Payload::File {
+        path,
+        path_truncated: truncated,
+        fd: has(flag::NO_FD).then_some(fixed.fd),
+        flags: has(flag::NO_FLAGS).then_some(fixed.flags),
+        bytes: has(flag::NO_BYTES).then_some(fixed.bytes),
+    })
+}
+
+/// The fixed part of a [`FileRecord`] (the record itself is trimmed to its path).
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct FileFixed {
+    hdr: Header,
+    fd: i32,
+    flags: u32,
+    bytes: i64,
+    path_len: u16,
+    path_depth: u16,
+    _pad: u32,
+}
+
+const _: () = assert!(size_of::<FileFixed>() == offset_of!(FileRecord, data));
 
 fn exec_payload(hdr: &Header, rec: &[u8]) -> Result<Payload, DecodeError> {
     let data_off = offset_of!(ExecRecord, data);

@@ -1,5 +1,7 @@
 //! Decoded events: the common fields of every record plus a per-kind payload.
 
+use std::net::IpAddr;
+
 use bpfcap_common::{kind, Header, COMM_LEN};
 
 /// Event kinds by name, in id order; the ids are part of the public contract.
@@ -44,6 +46,27 @@ pub enum Payload {
     },
     Fork {
         child_pid: u32,
+    },
+    /// `tcp_connect`, `tcp_close`, `udp_send`.
+    Net {
+        /// `AF_INET` (2) or `AF_INET6` (10).
+        family: u16,
+        /// None when the mechanism cannot see the source (`udp_send`).
+        source: Option<(IpAddr, u16)>,
+        daddr: IpAddr,
+        dport: u16,
+        /// Bytes sent (`udp_send`).
+        bytes: Option<i64>,
+    },
+    /// `file_open`, `file_read`, `file_write`, `exec_check`, `file_permission`.
+    File {
+        /// Absolute when complete; the filename as given for `exec_check`.
+        path: String,
+        path_truncated: bool,
+        fd: Option<i32>,
+        /// Open flags (`file_open`) or permission mask (`file_permission`).
+        flags: Option<u32>,
+        bytes: Option<i64>,
     },
     /// In-band notice that events were lost; produced in userspace.
     Loss {

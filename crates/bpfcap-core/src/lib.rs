@@ -2,6 +2,7 @@
 //! reads the ring buffer and decodes records in batches. No Python here;
 //! `bpfcap-py` is a thin binding over this crate.
 
+pub mod attach;
 pub mod btf;
 pub mod capture;
 pub mod clock;
@@ -9,8 +10,11 @@ pub mod decode;
 pub mod error;
 pub mod event;
 pub mod offsets;
+pub mod probes;
 pub mod sys;
+pub mod tracefs;
 
-pub use capture::{Capture, CaptureConfig, ProbeSpec, ProbeStatus, PROBES};
+pub use capture::{Capture, CaptureConfig, ProbeStatus};
+pub use probes::{ProbeSpec, PROBES};
 pub use error::{Error, Result};
 pub use event::{Event, Payload};

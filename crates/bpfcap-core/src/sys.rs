@@ -53,6 +53,17 @@ pub fn btf_available() -> bool {
     fs::metadata("/sys/kernel/btf/vmlinux").is_ok()
 }
 
+/// Mounts securityfs on /sys/kernel/security if it is not (needs
+/// CAP_SYS_ADMIN); lockdown and LSM state are read from there. Best effort.
+pub fn ensure_securityfs() {
+    const DIR: &str = "/sys/kernel/security";
+    if fs::metadata(format!("{DIR}/lsm")).is_ok() {
+        return;
+    }
+    let (src, dir) = (c"securityfs", c"/sys/kernel/security");
+    unsafe { libc::mount(src.as_ptr(), dir.as_ptr(), src.as_ptr(), 0, std::ptr::null()) };
+}
+
 /// The active lockdown mode (`none`, `integrity`, `confidentiality`), if the
 /// lockdown LSM is present and securityfs is mounted.
 pub fn lockdown_mode() -> Option<String> {

@@ -1,6 +1,7 @@
 //! The Python view of a decoded event. Fields are converted when read, so an
 //! event that is only counted or filtered costs one small allocation.
 
+use bpfcap_common::kind;
 use bpfcap_core::{
     clock,
     event::{kind_name, KIND_NAMES},
@@ -21,6 +22,14 @@ pub struct PyEvent {
 impl PyEvent {
     pub fn new(ev: Event, wall_offset_ns: i64) -> Self {
         Self { ev, wall_offset_ns }
+    }
+}
+
+fn family_name(family: u16) -> &'static str {
+    match family {
+        2 => "ipv4",
+        10 => "ipv6",
+        _ => "other",
     }
 }
 
@@ -112,6 +121,88 @@ impl PyEvent {
     fn filename(&self) -> Option<String> {
         match &self.ev.payload {
             Payload::Exec { filename, .. } => Some(filename.clone()),
+            Payload::File { path, .. } if self.ev.hdr.kind == kind::EXEC_CHECK => Some(path.clone()),
+            _ => None,
+        }
+    }
+    /// "ipv4" or "ipv6".
+    #[getter]
+    fn family(&self) -> Option<&'static str> {
+        match &self.ev.payload {
+            Payload::Net { family, .. } => Some(family_name(*family)),
+            _ => None,
+        }
+    }
+    #[getter]
+    fn saddr(&self) -> Option<String> {
+        match &self.ev.payload {
+            Payload::Net { source: Some((a, _)), .. } => Some(a.to_string()),
+            _ => None,
+        }
+    }
+    #[getter]
+    fn sport(&self) -> Option<u16> {
+        match &self.ev.payload {
+            Payload::Net { source: Some((_, p)), .. } => Some(*p),
+            _ => None,
+        }
+    }
+    #[getter]
+    fn daddr(&self) -> Option<String> {
+        match &self.ev.payload {
+            Payload::Net { daddr, .. } => Some(daddr.to_string()),
+            _ => None,
+        }
+    }
+    #[getter]
+    fn dport(&self) -> Option<u16> {
+        match &self.ev.payload {
+            Payload::Net { dport, .. } => Some(*dport),
+            _ => None,
+        }
+    }
+    /// Bytes read, written or sent.
+    #[getter]
+    fn bytes(&self) -> Option<i64> {
+        match &self.ev.payload {
+            Payload::Net { bytes, .. } | Payload::File { bytes, .. } => *bytes,
+            _ => None,
+        }
+    }
+    #[getter]
+    fn path(&self) -> Option<String> {
+        match &self.ev.payload {
+            Payload::File { path, .. } if self.ev.hdr.kind != kind::EXEC_CHECK => Some(path.clone()),
+            _ => None,
+        }
+    }
+    #[getter]
+    fn path_truncated(&self) -> Option<bool> {
+        match &self.ev.payload {
+            Payload::File { path_truncated, .. } => Some(*path_truncated),
+            _ => None,
+        }
+    }
+    #[getter]
+    fn fd(&self) -> Option<i32> {
+        match &self.ev.payload {
+            Payload::File { fd, .. } => *fd,
+            _ => None,
+        }
+    }
+    /// Open flags (`O_*`) of a `file_open`.
+    #[getter]
+    fn flags(&self) -> Option<u32> {
+        match &self.ev.payload {
+            Payload::File { flags, .. } if self.ev.hdr.kind == kind::FILE_OPEN => *flags,
+            _ => None,
+        }
+    }
+    /// Permission mask (`MAY_READ` 4, `MAY_WRITE` 2, ...) of a `file_permission`.
+    #[getter]
+    fn mask(&self) -> Option<u32> {
+        match &self.ev.payload {
+            Payload::File { flags, .. } if self.ev.hdr.kind == kind::FILE_PERMISSION => *flags,
             _ => None,
         }
     }
@@ -235,6 +326,33 @@ impl PyEvent {
                 d.set_item("core_dumped", core_dumped)?;
             }
             Payload::Fork { child_pid } => d.set_item("child_pid", child_pid)?,
+            Payload::Net { family, source, daddr, dport, bytes } => {
+                d.set_item("family", family_name(*family))?;
+                if e.hdr.kind != kind::UDP_SEND {
+                    d.set_item("saddr", source.map(|(a, _)| a.to_string()))?;
+                }
+                d.set_item("daddr", daddr.to_string())?;
+                if e.hdr.kind != kind::UDP_SEND {
+                    d.set_item("sport", source.map(|(_, p)| p))?;
+                }
+                d.set_item("dport", dport)?;
+                if e.hdr.kind == kind::UDP_SEND {
+                    d.set_item("bytes", bytes)?;
+                }
+            }
+            Payload::File { path, path_truncated, fd, flags, bytes } => match e.hdr.kind {
+                kind::EXEC_CHECK => d.set_item("filename", path)?,
+                k => {
+                    d.set_item("path", path)?;
+                    d.set_item("path_truncated", path_truncated)?;
+                    d.set_item("fd", fd)?;
+                    match k {
+                        kind::FILE_OPEN => d.set_item("flags", flags)?,
+                        kind::FILE_PERMISSION => d.set_item("mask", flags)?,
+                        _ => d.set_item("bytes", bytes)?,
+                    }
+                }
+            },
             Payload::Loss { .. } => {}
         }
         Ok(d)

@@ -7,6 +7,7 @@ mod event;
 use std::{sync::Mutex, time::Duration};
 
 use bpfcap_core::{capture, clock, decode, Capture, CaptureConfig};
+
 use pyo3::{
     prelude::*,
     types::{PyBytes, PyDict, PyList},
@@ -41,9 +42,10 @@ impl PyCapture {
     /// Loads the BPF object with a ring of `ring_size` bytes that wakes the
     /// reader once `wakeup_bytes` are pending.
     #[new]
-    fn new(py: Python<'_>, ring_size: u32, wakeup_bytes: u64) -> PyResult<Self> {
+    #[pyo3(signature = (ring_size, wakeup_bytes, disabled_mechanisms=Vec::new()))]
+    fn new(py: Python<'_>, ring_size: u32, wakeup_bytes: u64, disabled_mechanisms: Vec<String>) -> PyResult<Self> {
         let capture = py
-            .detach(|| Capture::open(CaptureConfig { ring_size, wakeup_bytes }))
+            .detach(|| Capture::open(CaptureConfig { ring_size, wakeup_bytes }, disabled_mechanisms))
             .map_err(to_py)?;
         Ok(Self {
             state: Mutex::new(Some(State { capture, buf: Vec::new() })),
@@ -54,6 +56,25 @@ impl PyCapture {
     /// Attaches the probe producing event type `type_id` (no-op if attached).
     fn enable(&self, py: Python<'_>, type_id: u16) -> PyResult<()> {
         py.detach(|| self.with(|s| s.capture.enable_kind(type_id)))
+    }
+
+    /// Attaches a built-in probe by its spec name (`tcp_connect`, `vfs_open`, ...).
+    fn enable_probe(&self, py: Python<'_>, name: &str) -> PyResult<()> {
+        let probe = bpfcap_core::probes::probe_by_name(name).ok_or_else(|| {
+            to_py(bpfcap_core::Error::UnknownProbe { name: name.to_owned(), known: bpfcap_core::probes::names() })
+        })?;
+        py.detach(|| self.with(|s| s.capture.enable(probe)))
+    }
+
+    /// Detaches a built-in probe by its spec name; False if it was not attached.
+    fn disable_probe(&self, py: Python<'_>, name: &str) -> PyResult<bool> {
+        py.detach(|| self.with(|s| s.capture.disable(name)))
+    }
+
+    /// Which program types the kernel accepts: `(type, None)` or `(type, reason)`.
+    fn program_types(&self, py: Python<'_>) -> PyResult<Vec<(&'static str, Option<String>)>> {
+        let r = py.detach(|| self.with(|s| Ok(s.capture.program_types())))?;
+        Ok(r.into_iter().map(|(t, r)| (t, r.err())).collect())
     }
 
     /// The ring buffer's fd, for `anyio.wait_readable`.
@@ -123,8 +144,9 @@ fn probe_dict<'py>(py: Python<'py>, p: &bpfcap_core::ProbeStatus) -> PyResult<Bo
     d.set_item("name", p.name)?;
     d.set_item("type", bpfcap_core::event::kind_name(p.kind))?;
     d.set_item("mechanism", p.mechanism)?;
-    d.set_item("target", p.target)?;
-    d.set_item("program", p.program)?;
+    d.set_item("targets", p.attachments.iter().map(|(_, t)| *t).collect::<Vec<_>>())?;
+    d.set_item("programs", p.attachments.iter().map(|(prog, _)| *prog).collect::<Vec<_>>())?;
+    d.set_item("skipped", &p.skipped)?;
     Ok(d)
 }
 
@@ -169,13 +191,14 @@ fn event_types() -> Vec<(u16, &'static str)> {
 /// The built-in probes and their attach plans, in order of preference.
 #[pyfunction]
 fn supported_probes<'py>(py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
-    capture::PROBES
+    bpfcap_core::PROBES
         .iter()
         .map(|p| {
             let d = PyDict::new(py);
             d.set_item("name", p.name)?;
             d.set_item("type", bpfcap_core::event::kind_name(p.kind))?;
-            let plans: Vec<(&str, &str)> = p.plans.iter().map(|pl| (pl.mechanism.name(), pl.target)).collect();
+            let plans: Vec<(&str, Vec<&str>)> =
+                p.plans.iter().map(|pl| (pl.mechanism, pl.attach.iter().map(|a| a.target).collect())).collect();
             d.set_item("plans", plans)?;
             Ok(d)
         })
@@ -187,6 +210,7 @@ fn supported_probes<'py>(py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
 fn system_info<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
     use bpfcap_core::sys;
     let d = PyDict::new(py);
+    sys::ensure_securityfs();
     let release = sys::kernel_release();
     d.set_item("kernel", &release)?;
     d.set_item("kernel_version", sys::parse_kernel_version(&release))?;

@@ -1,0 +1,304 @@
+//! File events (open, read, write) and the two LSM hooks (exec check, file
+//! permission). Each has a preferred program (kprobe or LSM), an fentry/fexit
+//! program, and a fallback on the nearest tracepoints; all send a FileRecord.
+
+use aya_ebpf::{
+    helpers::generated as h,
+    macros::{fentry, fexit, kprobe, kretprobe, lsm, map, raw_tracepoint, tracepoint},
+    maps::HashMap,
+    programs::{FEntryContext, FExitContext, LsmContext, ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext},
+};
+use bpfcap_common::{flag, kind};
+
+use crate::{
+    common::{enabled, file_of_fd, off, read_kernel},
+    path::{file_record, fill_file_path, fill_path, fill_path_string, send_file},
+};
+
+const MAY_WRITE: u32 = 2;
+const MAY_READ: u32 = 4;
+
+/// What a syscall's entry saw, for its exit: the fd (tracepoints) or the
+/// `struct file *` (kprobes), keyed by thread id.
+#[map(name = "BPFCAP_INFLIGHT")]
+static INFLIGHT: HashMap<u32, u64> = HashMap::with_max_entries(16384, 0);
+
+#[inline(always)]
+fn tid() -> u32 {
+    unsafe { h::bpf_get_current_pid_tgid() as u32 }
+}
+
+/// An event about an open `struct file *`; `fd` < 0 when not known.
+#[inline(always)]
+fn emit_file(kind: u16, file: u64, fd: i64, flags: Option<u32>, bytes: Option<i64>) {
+    let Some(rec) = file_record(kind) else { return };
+    if fd >= 0 {
+        rec.fd = fd as i32;
+    } else {
+        rec.hdr.flags |= flag::NO_FD;
+    }
+    match flags {
+        Some(f) => rec.flags = f,
+        None => rec.hdr.flags |= flag::NO_FLAGS,
+    }
+    match bytes {
+        Some(b) => rec.bytes = b,
+        None => rec.hdr.flags |= flag::NO_BYTES,
+    }
+    fill_file_path(rec, file);
+    send_file(rec);
+}
+
+#[inline(always)]
+fn file_flags(file: u64) -> Option<u32> {
+    read_kernel::<u32>(file, off!(file_flags))
+}
+
+// -- file_open: vfs_open(const struct path *path, struct file *file) ------------------
+
+#[inline(always)]
+fn vfs_open(path: u64, file: u64) {
+    if !enabled(kind::FILE_OPEN) {
+        return;
+    }
+    let Some(rec) = file_record(kind::FILE_OPEN) else { return };
+    rec.hdr.flags |= flag::NO_FD | flag::NO_BYTES;
+    // alloc_empty_file() set f_flags before vfs_open is called.
+    match file_flags(file) {
+        Some(f) => rec.flags = f,
+        None => rec.hdr.flags |= flag::NO_FLAGS,
+    }
+    let mnt = read_kernel::<u64>(path, off!(path_mnt)).unwrap_or(0);
+    let dentry = read_kernel::<u64>(path, off!(path_dentry)).unwrap_or(0);
+    fill_path(rec, dentry, mnt);
+    send_file(rec);
+}
+
+#[kprobe]
+pub fn bpfcap_open_kp(ctx: ProbeContext) -> u32 {
+    vfs_open(ctx.arg(0).unwrap_or(0), ctx.arg(1).unwrap_or(0));
+    0
+}
+
+#[fentry(function = "vfs_open")]
+pub fn bpfcap_open_fe(ctx: FEntryContext) -> u32 {
+    vfs_open(ctx.arg(0), ctx.arg(1));
+    0
+}
+
+/// `syscalls:sys_exit_open{,at,at2}`: the new fd's file gives path and flags.
+#[tracepoint]
+pub fn bpfcap_open_tp(ctx: TracePointContext) -> u32 {
+    if !enabled(kind::FILE_OPEN) {
+        return 0;
+    }
+    let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(-1);
+    let file = file_of_fd(ret);
+    if file != 0 {
+        emit_file(kind::FILE_OPEN, file, ret, file_flags(file), None);
+    }
+    0
+}
+
+// -- file_read / file_write: vfs_{read,write}(struct file *, buf, count, loff_t *) ----
+
+#[inline(always)]
+fn remember(value: u64) {
+    let _ = INFLIGHT.insert(&tid(), &value, 0);
+}
+
+#[inline(always)]
+fn recall() -> Option<u64> {
+    let t = tid();
+    let v = unsafe { INFLIGHT.get(&t) }.copied();
+    if v.is_some() {
+        let _ = INFLIGHT.remove(&t);
+    }
+    v
+}
+
+#[kprobe]
+pub fn bpfcap_rd_kp(ctx: ProbeContext) -> u32 {
+    if enabled(kind::FILE_READ) {
+        remember(ctx.arg(0).unwrap_or(0));
+    }
+    0
+}
+
+#[kretprobe]
+pub fn bpfcap_rd_krp(ctx: RetProbeContext) -> u32 {
+    let ret: i64 = ctx.ret();
+    if let Some(file) = recall() {
+        if ret >= 0 {
+            emit_file(kind::FILE_READ, file, -1, None, Some(ret));
+        }
+    }
+    0
+}
+
+#[kprobe]
+pub fn bpfcap_wr_kp(ctx: ProbeContext) -> u32 {
+    if enabled(kind::FILE_WRITE) {
+        remember(ctx.arg(0).unwrap_or(0));
+    }
+    0
+}
+
+#[kretprobe]
+pub fn bpfcap_wr_krp(ctx: RetProbeContext) -> u32 {
+    let ret: i64 = ctx.ret();
+    if let Some(file) = recall() {
+        if ret >= 0 {
+            emit_file(kind::FILE_WRITE, file, -1, None, Some(ret));
+        }
+    }
+    0
+}
+
+/// fexit sees the arguments and the return value (after the 4 arguments).
+#[fexit(function = "vfs_read")]
+pub fn bpfcap_rd_fx(ctx: FExitContext) -> u32 {
+    let ret: i64 = ctx.arg(4);
+    if ret >= 0 && enabled(kind::FILE_READ) {
+        emit_file(kind::FILE_READ, ctx.arg(0), -1, None, Some(ret));
+    }
+    0
+}
+
+#[fexit(function = "vfs_write")]
+pub fn bpfcap_wr_fx(ctx: FExitContext) -> u32 {
+    let ret: i64 = ctx.arg(4);
+    if ret >= 0 && enabled(kind::FILE_WRITE) {
+        emit_file(kind::FILE_WRITE, ctx.arg(0), -1, None, Some(ret));
+    }
+    0
+}
+
+/// `syscalls:sys_enter_{read,write}(fd, buf, count)`: remembers the fd for
+/// the exit; also serves `file_permission` observed through these syscalls.
+#[inline(always)]
+fn rw_enter(ctx: &TracePointContext, k: u16, mask: u32) {
+    let fd = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(-1);
+    if enabled(kind::FILE_PERMISSION) {
+        let file = file_of_fd(fd);
+        if file != 0 {
+            let Some(rec) = file_record(kind::FILE_PERMISSION) else { return };
+            rec.fd = fd as i32;
+            rec.flags = mask;
+            rec.hdr.flags |= flag::NO_BYTES;
+            fill_file_path(rec, file);
+            send_file(rec);
+        }
+    }
+    if enabled(k) {
+        remember(fd as u64);
+    }
+}
+
+#[inline(always)]
+fn rw_exit(ctx: &TracePointContext, k: u16) {
+    let Some(fd) = recall() else { return };
+    let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(-1);
+    if ret < 0 {
+        return;
+    }
+    let file = file_of_fd(fd as i64);
+    if file != 0 {
+        emit_file(k, file, fd as i64, None, Some(ret));
+    }
+}
+
+#[tracepoint]
+pub fn bpfcap_rd_etp(ctx: TracePointContext) -> u32 {
+    rw_enter(&ctx, kind::FILE_READ, MAY_READ);
+    0
+}
+
+#[tracepoint]
+pub fn bpfcap_rd_xtp(ctx: TracePointContext) -> u32 {
+    rw_exit(&ctx, kind::FILE_READ);
+    0
+}
+
+#[tracepoint]
+pub fn bpfcap_wr_etp(ctx: TracePointContext) -> u32 {
+    rw_enter(&ctx, kind::FILE_WRITE, MAY_WRITE);
+    0
+}
+
+#[tracepoint]
+pub fn bpfcap_wr_xtp(ctx: TracePointContext) -> u32 {
+    rw_exit(&ctx, kind::FILE_WRITE);
+    0
+}
+
+// -- exec_check: LSM bprm_check_security(struct linux_binprm *bprm) ---------------------
+
+#[inline(always)]
+fn exec_check(bprm: u64) {
+    if !enabled(kind::EXEC_CHECK) {
+        return;
+    }
+    let Some(rec) = file_record(kind::EXEC_CHECK) else { return };
+    rec.hdr.flags |= flag::NO_FD | flag::NO_BYTES | flag::NO_FLAGS;
+    let filename = read_kernel::<u64>(bprm, off!(bprm_filename)).unwrap_or(0);
+    fill_path_string(rec, filename, false);
+    send_file(rec);
+}
+
+#[lsm(hook = "bprm_check_security")]
+pub fn bpfcap_xchk_lsm(ctx: LsmContext) -> i32 {
+    exec_check(ctx.arg(0));
+    0 // observe only: never deny
+}
+
+#[fentry(function = "security_bprm_check")]
+pub fn bpfcap_xchk_fe(ctx: FEntryContext) -> u32 {
+    exec_check(ctx.arg(0));
+    0
+}
+
+#[kprobe]
+pub fn bpfcap_xchk_kp(ctx: ProbeContext) -> u32 {
+    exec_check(ctx.arg(0).unwrap_or(0));
+    0
+}
+
+/// Fallback: `sched_process_exec` fires after the check passed (observe only).
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn bpfcap_xchk_tp(ctx: RawTracePointContext) -> i32 {
+    exec_check(ctx.arg(2));
+    0
+}
+
+// -- file_permission: LSM file_permission(struct file *file, int mask) ------------------
+
+#[inline(always)]
+fn file_permission(file: u64, mask: u32) {
+    if !enabled(kind::FILE_PERMISSION) {
+        return;
+    }
+    let Some(rec) = file_record(kind::FILE_PERMISSION) else { return };
+    rec.hdr.flags |= flag::NO_FD | flag::NO_BYTES;
+    rec.flags = mask;
+    fill_file_path(rec, file);
+    send_file(rec);
+}
+
+#[lsm(hook = "file_permission")]
+pub fn bpfcap_perm_lsm(ctx: LsmContext) -> i32 {
+    file_permission(ctx.arg(0), ctx.arg(1));
+    0
+}
+
+#[fentry(function = "security_file_permission")]
+pub fn bpfcap_perm_fe(ctx: FEntryContext) -> u32 {
+    file_permission(ctx.arg(0), ctx.arg(1));
+    0
+}
+
+#[kprobe]
+pub fn bpfcap_perm_kp(ctx: ProbeContext) -> u32 {
+    file_permission(ctx.arg(0).unwrap_or(0), ctx.arg(1).unwrap_or(0));
+    0
+}

@@ -1,0 +1,299 @@
+//! Network events: TCP connect and close, UDP sends. The same record comes
+//! from a kprobe, an fentry program, or the nearest tracepoints.
+
+use aya_ebpf::{
+    macros::{fentry, kprobe, map, tracepoint},
+    maps::HashMap,
+    programs::{FEntryContext, ProbeContext, TracePointContext},
+};
+use bpfcap_common::{flag, kind, NetRecord, SockStateLayout};
+
+use crate::common::{emit, enabled, file_of_fd, fill_header, off, output, read_kernel, SETTINGS};
+
+const AF_INET: u16 = 2;
+const AF_INET6: u16 = 10;
+const IPPROTO_TCP: u16 = 6;
+const IPPROTO_UDP: u16 = 17;
+const SOCK_DGRAM: u16 = 2;
+
+const TCP_ESTABLISHED: i32 = 1;
+const TCP_SYN_SENT: i32 = 2;
+const TCP_FIN_WAIT1: i32 = 4;
+const TCP_CLOSE: i32 = 7;
+const TCP_CLOSE_WAIT: i32 = 8;
+const TCP_LAST_ACK: i32 = 9;
+const TCP_LISTEN: i32 = 10;
+
+/// Fills family, addresses and ports from a `struct sock *`.
+#[inline(always)]
+fn from_sock(rec: &mut NetRecord, sk: u64) -> bool {
+    let Some(family) = read_kernel::<u16>(sk, off!(sk_family)) else { return false };
+    rec.family = family;
+    rec.sport = read_kernel::<u16>(sk, off!(sk_num)).unwrap_or(0);
+    rec.dport = u16::from_be(read_kernel::<u16>(sk, off!(sk_dport)).unwrap_or(0));
+    match family {
+        AF_INET => {
+            let s = read_kernel::<[u8; 4]>(sk, off!(sk_rcv_saddr)).unwrap_or([0; 4]);
+            let d = read_kernel::<[u8; 4]>(sk, off!(sk_daddr)).unwrap_or([0; 4]);
+            rec.saddr[..4].copy_from_slice(&s);
+            rec.daddr[..4].copy_from_slice(&d);
+        }
+        AF_INET6 => {
+            rec.saddr = read_kernel::<[u8; 16]>(sk, off!(sk_v6_rcv_saddr)).unwrap_or([0; 16]);
+            rec.daddr = read_kernel::<[u8; 16]>(sk, off!(sk_v6_daddr)).unwrap_or([0; 16]);
+        }
+        _ => return false,
+    }
+    true
+}
+
+#[inline(always)]
+fn emit_sock(kind: u16, sk: u64) {
+    if !enabled(kind) {
+        return;
+    }
+    emit::<NetRecord>(kind, |rec| {
+        *rec = NetRecord { hdr: rec.hdr, ..NetRecord::default() };
+        from_sock(rec, sk);
+    });
+}
+
+// -- tcp_connect(struct sock *sk) / tcp_close(struct sock *sk, long timeout) ------------
+
+#[kprobe]
+pub fn bpfcap_tcpc_kp(ctx: ProbeContext) -> u32 {
+    emit_sock(kind::TCP_CONNECT, ctx.arg(0).unwrap_or(0));
+    0
+}
+
+#[fentry(function = "tcp_connect")]
+pub fn bpfcap_tcpc_fe(ctx: FEntryContext) -> u32 {
+    emit_sock(kind::TCP_CONNECT, ctx.arg(0));
+    0
+}
+
+#[kprobe]
+pub fn bpfcap_tcpx_kp(ctx: ProbeContext) -> u32 {
+    emit_sock(kind::TCP_CLOSE, ctx.arg(0).unwrap_or(0));
+    0
+}
+
+#[fentry(function = "tcp_close")]
+pub fn bpfcap_tcpx_fe(ctx: FEntryContext) -> u32 {
+    emit_sock(kind::TCP_CLOSE, ctx.arg(0));
+    0
+}
+
+/// Connects seen at CLOSE -> SYN_SENT, by socket, until the next transition:
+/// the source port is chosen only after SYN_SENT is set.
+#[map(name = "BPFCAP_CONNECTING")]
+static CONNECTING: HashMap<u64, NetRecord> = HashMap::with_max_entries(8192, 0);
+
+/// `sock:inet_sock_set_state`. A connect is CLOSE -> SYN_SENT, sent once the
+/// socket leaves SYN_SENT (its source port known by then) with the connecting
+/// task's header. A close by the process is ESTABLISHED -> FIN_WAIT1,
+/// CLOSE_WAIT -> LAST_ACK, or an abort to CLOSE from SYN_SENT, LISTEN,
+/// ESTABLISHED or CLOSE_WAIT. Later transitions in softirq context
+/// (TIME_WAIT -> CLOSE, ...) are not reported: they belong to no process.
+#[tracepoint]
+pub fn bpfcap_sockst(ctx: TracePointContext) -> u32 {
+    let l = unsafe { core::ptr::read_volatile(&SETTINGS.tp_sock) };
+    if l.valid == 0 {
+        return 0;
+    }
+    if read16(&ctx, l.protocol) != IPPROTO_TCP {
+        return 0;
+    }
+    let sk = unsafe { ctx.read_at::<u64>(8) }.unwrap_or(0);
+    let old = unsafe { ctx.read_at::<i32>(l.oldstate as usize) }.unwrap_or(0);
+    let new = unsafe { ctx.read_at::<i32>(l.newstate as usize) }.unwrap_or(0);
+    if old == TCP_SYN_SENT {
+        if let Some(pending) = CONNECTING.get_ptr_mut(&sk) {
+            let rec = unsafe { &mut *pending };
+            from_sock_state(rec, &ctx, &l);
+            output(kind::TCP_CONNECT, (rec as *mut NetRecord).cast(), core::mem::size_of::<NetRecord>());
+            let _ = CONNECTING.remove(&sk);
+        }
+    }
+    let kind = match (old, new) {
+        (TCP_CLOSE, TCP_SYN_SENT) => {
+            if enabled(kind::TCP_CONNECT) {
+                let mut rec = NetRecord::default();
+                fill_header(&mut rec.hdr, kind::TCP_CONNECT);
+                rec.hdr.size = core::mem::size_of::<NetRecord>() as u32;
+                let _ = CONNECTING.insert(&sk, &rec, 0);
+            }
+            return 0;
+        }
+        (TCP_ESTABLISHED, TCP_FIN_WAIT1) | (TCP_CLOSE_WAIT, TCP_LAST_ACK) => kind::TCP_CLOSE,
+        (TCP_SYN_SENT | TCP_LISTEN | TCP_ESTABLISHED | TCP_CLOSE_WAIT, TCP_CLOSE) => kind::TCP_CLOSE,
+        _ => return 0,
+    };
+    if !enabled(kind) {
+        return 0;
+    }
+    emit::<NetRecord>(kind, |rec| {
+        *rec = NetRecord { hdr: rec.hdr, ..NetRecord::default() };
+        from_sock_state(rec, &ctx, &l);
+    });
+    0
+}
+
+#[inline(always)]
+fn read16(ctx: &TracePointContext, off: u16) -> u16 {
+    unsafe { ctx.read_at::<u16>(off as usize) }.unwrap_or(0)
+}
+
+/// Family, addresses and ports from an `inet_sock_set_state` record.
+#[inline(always)]
+fn from_sock_state(rec: &mut NetRecord, ctx: &TracePointContext, l: &SockStateLayout) {
+    rec.family = read16(ctx, l.family);
+    rec.sport = read16(ctx, l.sport);
+    rec.dport = read16(ctx, l.dport);
+    if rec.family == AF_INET6 {
+        rec.saddr = unsafe { ctx.read_at::<[u8; 16]>(l.saddr_v6 as usize) }.unwrap_or([0; 16]);
+        rec.daddr = unsafe { ctx.read_at::<[u8; 16]>(l.daddr_v6 as usize) }.unwrap_or([0; 16]);
+    } else {
+        let s = unsafe { ctx.read_at::<[u8; 4]>(l.saddr as usize) }.unwrap_or([0; 4]);
+        let d = unsafe { ctx.read_at::<[u8; 4]>(l.daddr as usize) }.unwrap_or([0; 4]);
+        rec.saddr[..4].copy_from_slice(&s);
+        rec.daddr[..4].copy_from_slice(&d);
+    }
+}
+
+// -- udp_sendmsg / udpv6_sendmsg(struct sock *sk, struct msghdr *msg, size_t len) -----
+
+/// Destination from `msg->msg_name` (sendto) or else the connected peer.
+#[inline(always)]
+fn emit_udp(sk: u64, msg: u64, len: u64) {
+    if !enabled(kind::UDP_SEND) {
+        return;
+    }
+    let name = read_kernel::<u64>(msg, off!(msghdr_name)).unwrap_or(0);
+    emit::<NetRecord>(kind::UDP_SEND, |rec| {
+        *rec = NetRecord { hdr: rec.hdr, ..NetRecord::default() };
+        from_sock(rec, sk);
+        rec.hdr.flags |= flag::NO_SOURCE;
+        rec.bytes = len as i64;
+        if name != 0 {
+            // msg_name is a kernel copy of the sockaddr here.
+            sockaddr_dest(rec, name, false);
+        }
+    });
+}
+
+/// Destination family, address and port from a `struct sockaddr_in{,6}`.
+#[inline(always)]
+fn sockaddr_dest(rec: &mut NetRecord, addr: u64, user: bool) {
+    let read = |o: u64, dst: &mut [u8]| unsafe {
+        let f = if user { aya_ebpf::helpers::generated::bpf_probe_read_user } else { aya_ebpf::helpers::generated::bpf_probe_read_kernel };
+        f(dst.as_mut_ptr().cast(), dst.len() as u32, (addr + o) as *const _)
+    };
+    let mut fam = [0u8; 2];
+    let mut port = [0u8; 2];
+    if read(0, &mut fam) != 0 || read(2, &mut port) != 0 {
+        return;
+    }
+    let family = u16::from_ne_bytes(fam);
+    rec.family = family;
+    rec.dport = u16::from_be_bytes(port);
+    rec.daddr = [0; 16];
+    if family == AF_INET {
+        read(4, &mut rec.daddr[..4]);
+    } else if family == AF_INET6 {
+        read(8, &mut rec.daddr);
+    }
+}
+
+#[kprobe]
+pub fn bpfcap_udp_kp(ctx: ProbeContext) -> u32 {
+    emit_udp(ctx.arg(0).unwrap_or(0), ctx.arg(1).unwrap_or(0), ctx.arg(2).unwrap_or(0));
+    0
+}
+
+#[fentry(function = "udp_sendmsg")]
+pub fn bpfcap_udp_fe(ctx: FEntryContext) -> u32 {
+    emit_udp(ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    0
+}
+
+#[fentry(function = "udpv6_sendmsg")]
+pub fn bpfcap_udp6_fe(ctx: FEntryContext) -> u32 {
+    emit_udp(ctx.arg(0), ctx.arg(1), ctx.arg(2));
+    0
+}
+
+/// The UDP socket behind `fd`, or 0 when it is something else.
+#[inline(always)]
+fn udp_sock_of_fd(fd: i64) -> u64 {
+    let file = file_of_fd(fd);
+    let socket = read_kernel::<u64>(file, off!(file_private)).unwrap_or(0);
+    let sk = read_kernel::<u64>(socket, off!(socket_sk)).unwrap_or(0);
+    let proto = read_kernel::<u16>(sk, off!(sk_protocol)).unwrap_or(0);
+    let ty = read_kernel::<u16>(sk, off!(sk_type)).unwrap_or(0);
+    if proto == IPPROTO_UDP && ty == SOCK_DGRAM {
+        sk
+    } else {
+        0
+    }
+}
+
+/// `syscalls:sys_enter_sendto(fd, buff, len, flags, addr, addr_len)`.
+#[tracepoint]
+pub fn bpfcap_sendto(ctx: TracePointContext) -> u32 {
+    if !enabled(kind::UDP_SEND) {
+        return 0;
+    }
+    let arg = |i: usize| unsafe { ctx.read_at::<u64>(16 + 8 * i) }.unwrap_or(0);
+    let sk = udp_sock_of_fd(arg(0) as i64);
+    if sk == 0 {
+        return 0;
+    }
+    let (len, addr) = (arg(2), arg(4));
+    emit::<NetRecord>(kind::UDP_SEND, |rec| {
+        *rec = NetRecord { hdr: rec.hdr, ..NetRecord::default() };
+        from_sock(rec, sk);
+        rec.hdr.flags |= flag::NO_SOURCE;
+        rec.bytes = len as i64;
+        if addr != 0 {
+            sockaddr_dest(rec, addr, true);
+        }
+    });
+    0
+}
+
+/// `syscalls:sys_enter_sendmsg(fd, msg, flags)`: destination from the user's
+/// msghdr; bytes are the sum of the first iovecs' lengths.
+#[tracepoint]
+pub fn bpfcap_sendmsg(ctx: TracePointContext) -> u32 {
+    if !enabled(kind::UDP_SEND) {
+        return 0;
+    }
+    let arg = |i: usize| unsafe { ctx.read_at::<u64>(16 + 8 * i) }.unwrap_or(0);
+    let sk = udp_sock_of_fd(arg(0) as i64);
+    let msg = arg(1);
+    if sk == 0 || msg == 0 {
+        return 0;
+    }
+    // struct user_msghdr (UAPI): name @0, namelen @8, iov @16, iovlen @24.
+    let user = |o: u64| unsafe { aya_ebpf::helpers::bpf_probe_read_user((msg + o) as *const u64) }.unwrap_or(0);
+    let (name, iov, iovlen) = (user(0), user(16), user(24));
+    let mut bytes: i64 = 0;
+    for i in 0..8u64 {
+        if i >= iovlen {
+            break;
+        }
+        // struct iovec { void *base; size_t len; }
+        bytes += unsafe { aya_ebpf::helpers::bpf_probe_read_user((iov + i * 16 + 8) as *const i64) }.unwrap_or(0);
+    }
+    emit::<NetRecord>(kind::UDP_SEND, |rec| {
+        *rec = NetRecord { hdr: rec.hdr, ..NetRecord::default() };
+        from_sock(rec, sk);
+        rec.hdr.flags |= flag::NO_SOURCE;
+        rec.bytes = bytes;
+        if name != 0 {
+            sockaddr_dest(rec, name, true);
+        }
+    });
+    0
+}

@@ -1,0 +1,225 @@
+//! Loading one program of a BPF object and attaching it to one kernel target,
+//! for every program type we use. Returns the link: dropping it detaches.
+
+use std::any::Any;
+
+use aya::{
+    programs::{uprobe::{UProbeAttachLocation, UProbeScope}, FEntry, FExit, KProbe, Lsm, ProgramError, RawTracePoint, TracePoint, UProbe},
+    Btf, Ebpf,
+};
+
+use crate::{
+    error::{Error, Result},
+    probes::ProgType,
+    sys, tracefs,
+};
+
+/// An attachment's link, kept alive for as long as the attachment should be.
+pub type Link = Box<dyn Any + Send>;
+
+/// Loads `program` (once: `loaded` says whether it already is) and attaches it
+/// to `target` as `ty`. `btf` is needed for fentry, fexit and LSM programs.
+pub fn attach(
+    ebpf: &mut Ebpf,
+    btf: Option<&Btf>,
+    program: &str,
+    ty: ProgType,
+    target: &str,
+    loaded: bool,
+) -> Result<Link> {
+    let fail = |reason: String| Error::Attach { probe: target.to_owned(), mechanism: ty.name(), reason };
+    let prog = ebpf.program_mut(program).ok_or_else(|| Error::Load {
+        program: program.to_owned(),
+        reason: "no program of that name in the BPF object".into(),
+    })?;
+    let need_btf = || {
+        btf.ok_or_else(|| fail("needs the kernel's BTF (/sys/kernel/btf/vmlinux), which is missing".into()))
+    };
+    macro_rules! typed {
+        ($t:ty) => {{
+            let p: &mut $t = prog.try_into().map_err(|e: ProgramError| Error::Load {
+                program: program.to_owned(),
+                reason: format!("is not a {} program: {e}", ty.name()),
+            })?;
+            p
+        }};
+    }
+    let link: Link = match ty {
+        ProgType::Kprobe | ProgType::Kretprobe => {
+            let p = typed!(KProbe);
+            if !loaded {
+                p.load().map_err(|e| program_error(program, e))?;
+            }
+            let id = p.attach(target, 0).map_err(|e| fail(kprobe_reason(&e)))?;
+            Box::new(p.take_link(id).map_err(|e| fail(reason(&e)))?)
+        }
+        ProgType::Fentry => {
+            let p = typed!(FEntry);
+            if !loaded {
+                p.load(target, need_btf()?).map_err(|e| program_error(program, e))?;
+            }
+            let id = p.attach().map_err(|e| fail(reason(&e)))?;
+            Box::new(p.take_link(id).map_err(|e| fail(reason(&e)))?)
+        }
+        ProgType::Fexit => {
+            let p = typed!(FExit);
+            if !loaded {
+                p.load(target, need_btf()?).map_err(|e| program_error(program, e))?;
+            }
+            let id = p.attach().map_err(|e| fail(reason(&e)))?;
+            Box::new(p.take_link(id).map_err(|e| fail(reason(&e)))?)
+        }
+        ProgType::Lsm => {
+            let p = typed!(Lsm);
+            if !loaded {
+                p.load(target, need_btf()?).map_err(|e| program_error(program, e))?;
+            }
+            let id = p.attach().map_err(|e| fail(reason(&e)))?;
+            Box::new(p.take_link(id).map_err(|e| fail(reason(&e)))?)
+        }
+        ProgType::Tracepoint => {
+            let (category, name) = split_tracepoint(target)?;
+            tracefs::check_syscall_layout(category, name)?;
+            let p = typed!(TracePoint);
+            if !loaded {
+                p.load().map_err(|e| program_error(program, e))?;
+            }
+            let id = p.attach(category, name).map_err(|e| fail(reason(&e)))?;
+            Box::new(p.take_link(id).map_err(|e| fail(reason(&e)))?)
+        }
+        ProgType::Uprobe | ProgType::Uretprobe => {
+            let (binary, location) = split_uprobe(target)?;
+            let p = typed!(UProbe);
+            if !loaded {
+                p.load().map_err(|e| program_error(program, e))?;
+            }
+            let id = match location {
+                UprobeAt::Symbol(sym) => p.attach(sym, &binary, UProbeScope::AllProcesses),
+                UprobeAt::Offset(off) => p.attach(UProbeAttachLocation::AbsoluteOffset(off), &binary, UProbeScope::AllProcesses),
+            }
+            .map_err(|e| fail(reason(&e)))?;
+            Box::new(p.take_link(id).map_err(|e| fail(reason(&e)))?)
+        }
+        ProgType::RawTracepoint => {
+            let p = typed!(RawTracePoint);
+            if !loaded {
+                p.load().map_err(|e| program_error(program, e))?;
+            }
+            let id = p.attach(target).map_err(|e| fail(reason(&e)))?;
+            Box::new(p.take_link(id).map_err(|e| fail(reason(&e)))?)
+        }
+    };
+    Ok(link)
+}
+
+/// `category:name` (or `category/name`) of a tracepoint; tracefs must exist.
+pub fn split_tracepoint(target: &str) -> Result<(&str, &str)> {
+    let (c, n) = target.split_once([':', '/']).ok_or_else(|| Error::Config {
+        field: "target",
+        value: target.to_owned(),
+        allowed: "a tracepoint as category:name, e.g. syscalls:sys_enter_openat".into(),
+    })?;
+    let root = tracefs::ensure_mounted()?;
+    if !root.join("events").join(c).join(n).is_dir() {
+        return Err(Error::Attach {
+            probe: target.to_owned(),
+            mechanism: "tracepoint",
+            reason: format!("no such tracepoint on this kernel (nothing at {}/events/{c}/{n})", root.display()),
+        });
+    }
+    Ok((c, n))
+}
+
+enum UprobeAt<'a> {
+    Symbol(&'a str),
+    Offset(u64),
+}
+
+/// `binary:symbol` or `binary:0xoffset`. `libc` names the C library this
+/// process uses; a binary without a slash is looked up on PATH.
+fn split_uprobe(target: &str) -> Result<(std::path::PathBuf, UprobeAt<'_>)> {
+    let bad = |why: &str| Error::Config {
+        field: "target",
+        value: target.to_owned(),
+        allowed: format!("binary:symbol or binary:0xoffset for a uprobe ({why})"),
+    };
+    let (bin, loc) = target.rsplit_once(':').ok_or_else(|| bad("no ':'"))?;
+    if bin.is_empty() || loc.is_empty() {
+        return Err(bad("empty binary or symbol"));
+    }
+    let path = resolve_binary(bin).ok_or_else(|| Error::Attach {
+        probe: target.to_owned(),
+        mechanism: "uprobe",
+        reason: format!("binary {bin:?} not found"),
+    })?;
+    let at = match loc.strip_prefix("0x") {
+        Some(hex) => UprobeAt::Offset(u64::from_str_radix(hex, 16).map_err(|_| bad("bad hex offset"))?),
+        None => UprobeAt::Symbol(loc),
+    };
+    Ok((path, at))
+}
+
+fn resolve_binary(bin: &str) -> Option<std::path::PathBuf> {
+    if bin == "libc" {
+        let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+        return maps
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(5))
+            .find(|p| p.contains("/libc.so") || p.contains("/libc-"))
+            .map(Into::into);
+    }
+    if bin.contains('/') {
+        let p = std::path::PathBuf::from(bin);
+        return p.is_file().then_some(p);
+    }
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| std::path::Path::new(d).join(bin)).find(|p| p.is_file())
+}
+
+/// Whether an optional tracepoint target exists here.
+pub fn tracepoint_exists(target: &str) -> bool {
+    split_tracepoint(target).is_ok()
+}
+
+/// An error and its sources in one line.
+pub fn reason(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let s_msg = s.to_string();
+        if !msg.contains(&s_msg) {
+            msg.push_str(": ");
+            msg.push_str(&s_msg);
+        }
+        src = s.source();
+    }
+    msg
+}
+
+/// Kprobe attach errors, with the usual cause spelled out.
+fn kprobe_reason(e: &ProgramError) -> String {
+    let r = reason(e);
+    if r.contains("No such file or directory") {
+        format!("{r} (no such kernel function, or the kernel has no kprobe support: CONFIG_KPROBES)")
+    } else {
+        r
+    }
+}
+
+/// A program load error: a missing privilege, or the verifier log's last lines.
+pub fn program_error(program: &str, e: ProgramError) -> Error {
+    if let ProgramError::LoadError { io_error, verifier_log } = &e {
+        let eperm = matches!(io_error.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES));
+        if eperm && sys::missing_tracing_caps(sys::effective_caps()).is_some() {
+            return Error::Privilege { what: format!("loading {program}"), needed: "CAP_BPF and CAP_PERFMON" };
+        }
+        let log = verifier_log.to_string();
+        let tail: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).rev().take(8).collect();
+        let reason = if tail.is_empty() {
+            format!("{io_error} (the kernel refused this program type; empty verifier log)")
+        } else {
+            format!("{io_error}; verifier log ends: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | "))
+        };
+        return Error::Load { program: program.to_owned(), reason };
+    }
+    Error::Load { program: program.to_owned(), reason: reason(&e) }
+}
