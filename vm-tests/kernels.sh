@@ -3,13 +3,13 @@
 #
 #   vm-tests/kernels.sh [LABEL...]      LABEL: 5.10 6.1 6.12 (default: all three)
 #
-# Needs (Debian): apt, dpkg, kmod (depmod), xz-utils, debian-archive-keyring.
+# Needs (Debian): apt, dpkg, kmod (depmod), debian-archive-keyring.
 # Cache: ${BPFCAP_VM_CACHE:-/var/cache/bpfcap-vm}
 #   apt/    private sources list + package lists (the machine's apt setup is untouched)
 #   debs/   downloaded linux-image .debs (kept: a re-run downloads nothing)
 #   boot/   vmlinuz-<kver> and config-<kver>
-# Modules go to /lib/modules/<kver> (decompressed, depmod'ed), where virtme-ng
-# finds them when the image lives outside a tree that has its own lib/modules.
+# Modules go to /lib/modules/<kver> (as shipped, .ko.xz for 6.12; depmod'ed): with
+# the image outside any tree that has lib/modules, virtme-ng takes them from there.
 # Prints one line per kernel: "<label> <path to vmlinuz>".
 set -euo pipefail
 
@@ -52,7 +52,7 @@ cached() {
 }
 
 fetch() {
-    local label=$1 img pkg deb tmp kver mods
+    local label=$1 img pkg deb kver mods   # tmp: global, for the EXIT trap
     suite_of "$label" >/dev/null || { echo "unknown kernel label: $label" >&2; return 1; }
     if img=$(cached "$label"); then echo "$label $img"; return; fi
     # Reuse a .deb downloaded before; else ask the private apt lists for the newest.
@@ -64,7 +64,7 @@ fetch() {
         (cd "$CACHE/debs" && apt-get "${APT_OPTS[@]}" -q download "$pkg" >&2)
         deb=$(ls -1 "$CACHE"/debs/"$pkg"_*_amd64.deb | sort -V | tail -n1)
     fi
-    tmp=$(mktemp -d "$CACHE/x.XXXXXX")
+    tmp=$(mktemp -d "$CACHE/x.XXXXXX"); trap 'rm -rf "${tmp:-}"' EXIT
     dpkg -x "$deb" "$tmp"
     img=$(ls -1 "$tmp"/boot/vmlinuz-* | head -n1)
     kver=${img##*/vmlinuz-}
@@ -72,9 +72,6 @@ fetch() {
     [ -d "$mods" ] || mods=$tmp/usr/lib/modules/$kver      # trixie: merged /usr
     rm -rf "/lib/modules/$kver"; mkdir -p /lib/modules
     cp -a "$mods" "/lib/modules/$kver"
-    # virtme-ng's initramfs only decompresses .ko.zst; trixie ships .ko.xz, which
-    # busybox insmod cannot load, so 9p/virtiofs never load and the root mount fails.
-    find "/lib/modules/$kver" -name '*.ko.xz' -print0 | xargs -0 -r -n 200 -P 2 xz -d
     depmod "$kver"
     cp "$tmp/boot/config-$kver" "$CACHE/boot/" 2>/dev/null || true
     cp "$img" "$CACHE/boot/vmlinuz-$kver"      # last: marks the kernel as cached

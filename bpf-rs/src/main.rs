@@ -9,6 +9,7 @@ mod net;
 mod path;
 mod process;
 mod selftest;
+mod user;
 
 #[cfg(not(test))]
 #[panic_handler]

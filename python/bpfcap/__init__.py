@@ -24,9 +24,11 @@ from .errors import (
 )
 from .events import EventType
 from .manager import CaptureManager, Subscription
+from .programs import BPFProgSpec, SupportedProbes
 
 __all__ = [
     "AttachError",
+    "BPFProgSpec",
     "BpfcapError",
     "CaptureManager",
     "ClosedError",
@@ -37,6 +39,7 @@ __all__ = [
     "PerformanceConfig",
     "PrivilegeError",
     "Subscription",
+    "SupportedProbes",
     "UnknownProbeError",
 ]
 __version__ = "0.1.0"

@@ -19,7 +19,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from . import _native
 from .config import PerformanceConfig
-from .errors import ClosedError
+from .errors import ClosedError, UnknownProbeError
+from .programs import BPFProgSpec
 from .events import EventType, TypeLike, parse_types
 
 __all__ = ["CaptureManager", "Subscription"]
@@ -226,7 +227,7 @@ class CaptureManager:
             {EventType.PROCESS_EXEC, EventType.PROCESS_EXIT, EventType.PROCESS_FORK}
         )
         for t in sorted(wanted):
-            if t is not EventType.LOSS:
+            if t not in (EventType.LOSS, EventType.PROBE):  # no probe of their own
                 await anyio.to_thread.run_sync(native.enable, int(t))
         sub = Subscription(self, wanted, self._queue_batches)
         self._subs.append(sub)
@@ -237,12 +238,40 @@ class CaptureManager:
             self._subs.remove(sub)
             sub._close_stream()
 
+    # -- programs --------------------------------------------------------------------
+
+    async def load_program(self, spec: BPFProgSpec) -> None:
+        """Attaches a built-in probe or a user-defined program (see ``BPFProgSpec``).
+        Events of user-defined programs have type ``probe``: subscribe to
+        ``EventType.PROBE`` to receive them. A failure leaves everything else attached."""
+        native = self._require()
+        if spec.builtin:
+            await anyio.to_thread.run_sync(native.enable_probe, spec.target or spec.name)
+        else:
+            await anyio.to_thread.run_sync(
+                native.load_probe, spec.name, spec.type, spec.target, spec.object, spec.program
+            )
+
+    async def unload_program(self, name: str) -> None:
+        """Detaches what ``load_program`` attached under ``name`` (or a built-in probe)."""
+        native = self._require()
+        if not await anyio.to_thread.run_sync(native.unload_probe, name):
+            if not await anyio.to_thread.run_sync(native.disable_probe, name):
+                raise UnknownProbeError(f"no program named {name!r} is loaded")
+
     # -- introspection -------------------------------------------------------------
 
     def probes(self) -> list[dict[str, Any]]:
-        """Attached probes: name, event type, mechanism, kernel targets, programs, and
-        why each preferred mechanism was skipped."""
-        return self._require().probes()
+        """What is attached and how: built-in probes (name, event type, mechanism,
+        kernel targets, programs, why each preferred mechanism was skipped) and
+        user-defined programs (mechanism = their type)."""
+        native = self._require()
+        user = [
+            {"name": u["name"], "type": "probe", "mechanism": u["type"], "targets": [u["target"]],
+             "programs": [u["program"] or u["type"]], "skipped": [], "object": u["object"]}
+            for u in native.user_probes()
+        ]
+        return [*native.probes(), *user]
 
     def stats(self) -> dict[str, Any]:
         """Reader and delivery counters."""

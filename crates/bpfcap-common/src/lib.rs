@@ -152,6 +152,56 @@ pub struct FileRecord {
     pub data: [u8; PATH_MAX_BYTES + NAME_CAP],
 }
 
+/// Raw tracepoint-record bytes a `probe` record carries at most.
+pub const PROBE_DATA_MAX: usize = 1024;
+/// Bytes per string argument a `probe` record carries (`const char *` fields).
+pub const PROBE_STR_MAX: usize = 256;
+/// String arguments a `probe` record carries at most.
+pub const PROBE_STRS: usize = 3;
+/// Integer arguments a `probe` record carries at most.
+pub const PROBE_ARGS: usize = 6;
+/// Size of `ProbeRecord::data` (a power of two, for masking in the programs).
+pub const PROBE_DATA_AREA: usize = 2048;
+
+/// `probe`: an event of a user-defined kprobe, uprobe, tracepoint, raw
+/// tracepoint or LSM hook. `data` holds `nstr` string slots of
+/// `PROBE_STR_MAX` bytes, then `data_len` bytes copied from a tracepoint record.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ProbeRecord {
+    pub hdr: Header,
+    pub probe_id: u32,
+    pub nargs: u16,
+    /// 1 when `ret` holds a return value (kretprobe, uretprobe).
+    pub has_ret: u16,
+    pub args: [u64; PROBE_ARGS],
+    pub ret: i64,
+    pub data_len: u16,
+    pub nstr: u16,
+    pub _pad: u32,
+    pub data: [u8; PROBE_DATA_AREA],
+}
+
+/// Load-time settings of a user-defined probe's programs (one object instance per probe).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeSettings {
+    pub probe_id: u32,
+    /// Arguments to read (raw tracepoints must not read past theirs).
+    pub nargs: u32,
+    /// Bytes of the tracepoint record to copy.
+    pub data_size: u32,
+    /// String pointer fields to read: how many, and their offsets in the record.
+    pub nstr: u32,
+    pub str_off: [u32; PROBE_STRS],
+    /// 1: the string pointers point to user memory (syscall arguments).
+    pub str_user: u32,
+}
+
+impl ProbeSettings {
+    pub const NONE: Self = Self { probe_id: 0, nargs: 0, data_size: 0, nstr: 0, str_off: [0; PROBE_STRS], str_user: 0 };
+}
+
 /// Marker for "this kernel does not have that field" in [`Offsets`].
 pub const NO_OFFSET: u32 = u32::MAX;
 
@@ -315,6 +365,7 @@ mod user {
     // SAFETY: plain-old-data: repr(C), integer fields only, explicit padding.
     unsafe impl aya::Pod for super::Offsets {}
     unsafe impl aya::Pod for super::Settings {}
+    unsafe impl aya::Pod for super::ProbeSettings {}
 }
 
 // The layout both sides rely on, checked when compiling for the BPF target and
@@ -335,6 +386,8 @@ const _: () = {
     assert!(size_of::<NetRecord>() == 120);
     assert!(offset_of!(FileRecord, data) == 96);
     assert!(PATH_MAX_BYTES.is_power_of_two() && NAME_CAP.is_power_of_two());
+    assert!(offset_of!(ProbeRecord, data) == 144);
+    assert!(PROBE_DATA_AREA.is_power_of_two() && PROBE_STRS * PROBE_STR_MAX + PROBE_DATA_MAX <= PROBE_DATA_AREA);
     // Masking tricks in the exec program need power-of-two bounds.
     assert!(FILENAME_MAX.is_power_of_two() && ARGV_MAX.is_power_of_two());
 };

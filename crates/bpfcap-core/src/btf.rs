@@ -43,6 +43,8 @@ struct Type {
     name: u32,
     /// size for INT/STRUCT/UNION/ENUM, referenced type for PTR/TYPEDEF/modifiers/FUNC.
     size_or_type: u32,
+    /// Members (STRUCT/UNION) or parameters (FUNC_PROTO), by count.
+    vlen: u32,
     members: Vec<Member>,
 }
 
@@ -90,7 +92,7 @@ impl Btf {
             .ok_or_else(|| bad("string section out of bounds"))?
             .to_vec();
 
-        let mut types = vec![Type { kind: 0, name: 0, size_or_type: 0, members: Vec::new() }];
+        let mut types = vec![Type { kind: 0, name: 0, size_or_type: 0, vlen: 0, members: Vec::new() }];
         let mut pos = 0;
         while pos < type_data.len() {
             let name = u32_at(type_data, pos).ok_or_else(|| bad("truncated type"))?;
@@ -124,7 +126,7 @@ impl Btf {
                 other => return Err(bad(&format!("unknown type kind {other}"))),
             };
             pos += extra;
-            types.push(Type { kind, name, size_or_type, members });
+            types.push(Type { kind, name, size_or_type, vlen: vlen as u32, members });
         }
 
         let mut btf = Self { strings, types, by_name: HashMap::new() };
@@ -200,6 +202,22 @@ impl Btf {
     /// Size in bytes of `struct s`.
     pub fn struct_size(&self, s: &str) -> Option<u32> {
         self.resolve(*self.by_name.get(s)?).map(|t| t.size_or_type)
+    }
+
+    /// Parameters of kernel function `name`, or None if BTF does not know it.
+    pub fn func_nargs(&self, name: &str) -> Option<u32> {
+        let func = self.types.iter().find(|t| t.kind == KIND_FUNC && self.name(t.name) == name)?;
+        self.types.get(func.size_or_type as usize).filter(|t| t.kind == KIND_FUNC_PROTO).map(|t| t.vlen)
+    }
+
+    /// Arguments of raw tracepoint `name` (from `btf_trace_<name>`, minus its
+    /// leading `void *` context), or None if BTF does not know it.
+    pub fn raw_tracepoint_nargs(&self, name: &str) -> Option<u32> {
+        let typedef = format!("btf_trace_{name}");
+        let t = self.types.iter().find(|t| t.kind == KIND_TYPEDEF && self.name(t.name) == typedef)?;
+        let ptr = self.types.get(t.size_or_type as usize).filter(|t| t.kind == KIND_PTR)?;
+        let proto = self.types.get(ptr.size_or_type as usize).filter(|t| t.kind == KIND_FUNC_PROTO)?;
+        proto.vlen.checked_sub(1)
     }
 
     /// Whether a type of this name exists (used for feature probing).

@@ -3,7 +3,7 @@
 
 use std::{
     io,
-    os::fd::{AsRawFd, RawFd},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
     time::Duration,
 };
 
@@ -20,10 +20,12 @@ use crate::{
     btf::Btf,
     decode::{decode, DecodeStats},
     error::{Error, Result},
-    event::{kind_name, Event},
+    clock,
+    event::{kind_name, Event, Payload},
     offsets,
     probes::{self, Plan, ProbeSpec, ProgType},
     sys, tracefs,
+    user_probe::{UserProbe, UserProbeSpec},
 };
 
 /// The BPF object built from `bpf-rs/` by build.rs.
@@ -100,6 +102,15 @@ pub struct Capture {
     attachments: HashMap<(&'static str, &'static str), Attachment>,
     active: Vec<ProbeStatus>,
     disabled: DisabledMechanisms,
+    /// User-defined probes, each an object instance with its own ring.
+    user: Vec<UserProbe>,
+    next_probe_id: u32,
+    /// Our BTF reader, for user probes' argument counts (read on first use).
+    kernel_btf: Option<Btf>,
+    /// Every ring's fd is registered here; readable when any ring is.
+    epoll: OwnedFd,
+    ring_size: u32,
+    settings: Settings,
     pub offsets: Offsets,
     pub stats: ReaderStats,
 }
@@ -134,6 +145,12 @@ impl Capture {
         let lost = PerCpuArray::try_from(lost).map_err(|e| map_error(LOST_MAP, e))?;
         let enabled = take_map(&mut ebpf, ENABLED_MAP)?;
         let enabled = Array::try_from(enabled).map_err(|e| map_error(ENABLED_MAP, e))?;
+        let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if epoll < 0 {
+            return Err(Error::io("creating an epoll instance", io::Error::last_os_error()));
+        }
+        let epoll = unsafe { OwnedFd::from_raw_fd(epoll) };
+        epoll_add(&epoll, ring.as_raw_fd())?;
         Ok(Self {
             ebpf,
             ring,
@@ -144,9 +161,56 @@ impl Capture {
             attachments: HashMap::new(),
             active: Vec::new(),
             disabled,
+            user: Vec::new(),
+            next_probe_id: 1,
+            kernel_btf: None,
+            epoll,
+            ring_size: config.ring_size,
+            settings,
             offsets,
             stats: ReaderStats::default(),
         })
+    }
+
+    /// Loads and attaches a user-defined probe; nothing else is disturbed if it fails.
+    pub fn load_user(&mut self, spec: UserProbeSpec) -> Result<u32> {
+        if spec.name.is_empty() || self.user.iter().any(|u| *u.name == *spec.name) {
+            return Err(Error::Config {
+                field: "name",
+                value: spec.name,
+                allowed: "a non-empty name not used by another loaded program".into(),
+            });
+        }
+        if self.kernel_btf.is_none() {
+            self.kernel_btf = Btf::from_sys_fs().ok();
+        }
+        if self.btf.is_none() {
+            self.btf = aya::Btf::from_sys_fs().ok();
+        }
+        let id = self.next_probe_id;
+        let globals: [(&str, &[u8]); 2] = [("OFFSETS", pod_bytes(&self.offsets)), ("SETTINGS", pod_bytes(&self.settings))];
+        // A user probe's ring: as big as the main one, up to 4 MiB.
+        let ring_size = self.ring_size.min(4 << 20);
+        let probe =
+            UserProbe::load(id, spec, BPF_OBJECT, &globals, ring_size, self.kernel_btf.as_ref(), self.btf.as_ref())?;
+        for r in &probe.rings {
+            epoll_add(&self.epoll, r.as_raw_fd())?;
+        }
+        self.next_probe_id += 1;
+        self.user.push(probe);
+        Ok(id)
+    }
+
+    /// Detaches and frees a user-defined probe; false if none has that name.
+    pub fn unload_user(&mut self, name: &str) -> bool {
+        let before = self.user.len();
+        self.user.retain(|u| &*u.name != name); // closing the ring fds removes them from epoll
+        self.user.len() != before
+    }
+
+    /// The loaded user-defined probes.
+    pub fn user_probes(&self) -> impl Iterator<Item = &UserProbe> {
+        self.user.iter()
     }
 
     /// Attaches the probe producing `kind` unless it already is.
@@ -267,10 +331,10 @@ impl Capture {
         &self.active
     }
 
-    /// The ring's file descriptor: readable when records are pending and the
-    /// programs asked for a wake-up.
+    /// An fd readable when records are pending in any ring and a program
+    /// asked for a wake-up (an epoll instance over every ring).
     pub fn fd(&self) -> RawFd {
-        self.ring.as_raw_fd()
+        self.epoll.as_raw_fd()
     }
 
     /// Waits up to `timeout` for a wake-up; `Ok(true)` if the ring is readable.
@@ -292,8 +356,9 @@ impl Capture {
         Ok(n > 0)
     }
 
-    /// Decodes up to `max` pending records into `out` (appended); records that
-    /// fail to decode are counted and skipped. Returns how many were read.
+    /// Decodes up to `max` pending records into `out` (appended), the main
+    /// ring first, then the user probes' rings; records that fail to decode are
+    /// counted and skipped. Returns how many were read.
     pub fn drain(&mut self, max: usize, out: &mut Vec<Event>) -> usize {
         let mut n = 0;
         while n < max {
@@ -301,6 +366,29 @@ impl Capture {
             n += 1;
             if let Ok(ev) = decode(&item, &mut self.stats.decode) {
                 out.push(ev);
+            }
+        }
+        for probe in &mut self.user {
+            let start = out.len();
+            let raw = probe.program.is_some();
+            for ring in &mut probe.rings {
+                while n < max {
+                    let Some(item) = ring.next() else { break };
+                    n += 1;
+                    if raw {
+                        // A user's own object: its records are delivered as they are.
+                        self.stats.decode.records += 1;
+                        self.stats.decode.bytes += item.len() as u64;
+                        out.push(Event::raw_probe(clock::monotonic_ns(), item.to_vec()));
+                    } else if let Ok(ev) = decode(&item, &mut self.stats.decode) {
+                        out.push(ev);
+                    }
+                }
+            }
+            for ev in &mut out[start..] {
+                if let Payload::Probe(p) = &mut ev.payload {
+                    probe.resolve(p);
+                }
             }
         }
         if n > 0 {
@@ -319,17 +407,30 @@ impl Capture {
         out
     }
 
-    /// Records the programs could not write because the ring was full, per kind.
+    /// Records the programs could not write because a ring was full, per kind.
     pub fn lost_in_kernel(&self) -> Result<Vec<u64>> {
-        (0..kind::COUNT)
-            .map(|k| {
-                self.lost
-                    .get(&k, 0)
-                    .map(|per_cpu| per_cpu.iter().sum())
-                    .map_err(|e| map_error(LOST_MAP, e))
-            })
-            .collect()
+        let sum = |lost: &PerCpuArray<MapData, u64>, k: u32| -> Result<u64> {
+            lost.get(&k, 0).map(|per_cpu| per_cpu.iter().sum()).map_err(|e| map_error(LOST_MAP, e))
+        };
+        let mut out = (0..kind::COUNT).map(|k| sum(&self.lost, k)).collect::<Result<Vec<_>>>()?;
+        for lost in self.user.iter().filter_map(|u| u.lost.as_ref()) {
+            out[kind::PROBE as usize] += sum(lost, kind::PROBE as u32)?;
+        }
+        Ok(out)
     }
+}
+
+fn epoll_add(epoll: &OwnedFd, fd: RawFd) -> Result<()> {
+    let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: fd as u64 };
+    if unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
+        return Err(Error::io("registering a ring buffer with epoll", io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// The bytes of a plain-old-data value (for globals of other object instances).
+fn pod_bytes<T: aya::Pod>(v: &T) -> &[u8] {
+    unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {

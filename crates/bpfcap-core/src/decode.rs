@@ -6,12 +6,16 @@ use std::mem::{offset_of, size_of};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use bpfcap_common::{
-    flag, kind, ExecRecord, ExitRecord, FileRecord, ForkRecord, Header, NetRecord, ARGV_MAX, FILENAME_MAX,
+    flag, kind, ExecRecord, ExitRecord, FileRecord, ForkRecord, Header, NetRecord, ProbeRecord, ARGV_MAX,
+    FILENAME_MAX, PROBE_ARGS, PROBE_DATA_MAX, PROBE_STRS, PROBE_STR_MAX,
 };
 
 const AF_INET6: u16 = 10;
 
-use crate::event::{Event, Payload};
+use crate::{
+    event::{Event, Payload, ProbeData},
+    user_probe::split_probe_data,
+};
 
 /// Why a record was rejected; each is counted in [`DecodeStats`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,6 +103,7 @@ fn decode_inner(rec: &[u8]) -> Result<Event, DecodeError> {
         kind::FILE_OPEN | kind::FILE_READ | kind::FILE_WRITE | kind::EXEC_CHECK | kind::FILE_PERMISSION => {
             file_payload(&hdr, rec)?
         }
+        kind::PROBE => probe_payload(rec)?,
         _ => return Err(DecodeError::UnknownKind),
     };
     Ok(Event { hdr, payload })
@@ -153,6 +158,42 @@ fn file_payload(hdr: &Header, rec: &[u8]) -> Result<Payload, DecodeError> {
         bytes: has(flag::NO_BYTES).then_some(fixed.bytes),
     })
 }
+
+fn probe_payload(rec: &[u8]) -> Result<Payload, DecodeError> {
+    let fixed: ProbeFixed = read(rec).ok_or(DecodeError::Short)?;
+    let data = &rec[offset_of!(ProbeRecord, data)..];
+    let nstr = fixed.nstr as usize;
+    let data_len = fixed.data_len as usize;
+    if nstr > PROBE_STRS || data_len > PROBE_DATA_MAX || nstr * PROBE_STR_MAX + data_len > data.len() {
+        return Err(DecodeError::BadSize);
+    }
+    let (strings, data) = split_probe_data(data, nstr, data_len);
+    Ok(Payload::Probe(ProbeData {
+        probe_id: fixed.probe_id,
+        args: fixed.args[..(fixed.nargs as usize).min(PROBE_ARGS)].to_vec(),
+        ret: (fixed.has_ret != 0).then_some(fixed.ret),
+        strings,
+        data,
+        ..ProbeData::default()
+    }))
+}
+
+/// The fixed part of a [`ProbeRecord`].
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ProbeFixed {
+    hdr: Header,
+    probe_id: u32,
+    nargs: u16,
+    has_ret: u16,
+    args: [u64; PROBE_ARGS],
+    ret: i64,
+    data_len: u16,
+    nstr: u16,
+    _pad: u32,
+}
+
+const _: () = assert!(size_of::<ProbeFixed>() == offset_of!(ProbeRecord, data));
 
 /// The fixed part of a [`FileRecord`] (the record itself is trimmed to its path).
 #[repr(C)]

@@ -1,6 +1,6 @@
 //! Decoded events: the common fields of every record plus a per-kind payload.
 
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
 
 use bpfcap_common::{kind, Header, COMM_LEN};
 
@@ -68,6 +68,8 @@ pub enum Payload {
         flags: Option<u32>,
         bytes: Option<i64>,
     },
+    /// A user-defined probe's event.
+    Probe(ProbeData),
     /// In-band notice that events were lost; produced in userspace.
     Loss {
         count: u64,
@@ -75,6 +77,37 @@ pub enum Payload {
         /// The kind that was lost, when known.
         lost_kind: Option<u16>,
     },
+}
+
+/// A value of a tracepoint field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FieldValue {
+    Int(i64),
+    UInt(u64),
+    Str(String),
+    Bytes(Vec<u8>),
+    /// The record was too short to hold the field.
+    Missing,
+}
+
+/// The payload of a user-defined probe's event.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProbeData {
+    pub probe_id: u32,
+    /// The probe's name (set when the record is matched to its probe).
+    pub name: Option<Arc<str>>,
+    /// For a user's own object: the program that produced the record.
+    pub program: Option<Arc<str>>,
+    /// Integer arguments (kprobe, uprobe, raw tracepoint, LSM).
+    pub args: Vec<u64>,
+    /// Return value (kretprobe, uretprobe).
+    pub ret: Option<i64>,
+    /// Tracepoint fields, decoded by name.
+    pub fields: Vec<(Arc<str>, FieldValue)>,
+    /// Strings read from pointer fields (before decoding into `fields`).
+    pub strings: Vec<String>,
+    /// The copied tracepoint record (before decoding), or a user object's raw record.
+    pub data: Vec<u8>,
 }
 
 /// A decoded event: the record's common header plus its kind's payload.
@@ -93,6 +126,14 @@ impl Event {
     pub fn comm_str(&self) -> String {
         let end = self.hdr.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
         String::from_utf8_lossy(&self.hdr.comm[..end]).into_owned()
+    }
+
+    /// A record of a user's own BPF object, delivered as it is.
+    pub fn raw_probe(ts_ns: u64, data: Vec<u8>) -> Self {
+        Self {
+            hdr: Header { kind: kind::PROBE, ts_ns, ..Header::default() },
+            payload: Payload::Probe(ProbeData { data, ..ProbeData::default() }),
+        }
     }
 
     pub fn loss(ts_ns: u64, count: u64, reason: &'static str, lost_kind: Option<u16>) -> Self {

@@ -13,6 +13,7 @@ pub mod offsets;
 pub mod probes;
 pub mod sys;
 pub mod tracefs;
+pub mod user_probe;
 
 pub use capture::{Capture, CaptureConfig, ProbeStatus};
 pub use probes::{ProbeSpec, PROBES};

@@ -4,13 +4,13 @@
 use bpfcap_common::kind;
 use bpfcap_core::{
     clock,
-    event::{kind_name, KIND_NAMES},
+    event::{kind_name, FieldValue, KIND_NAMES},
     Event, Payload,
 };
 use pyo3::{
     prelude::*,
     sync::PyOnceLock,
-    types::{PyDict, PyList},
+    types::{PyBytes, PyDict, PyList},
 };
 
 #[pyclass(module = "bpfcap._native", name = "Event", frozen, freelist = 1024)]
@@ -23,6 +23,24 @@ impl PyEvent {
     pub fn new(ev: Event, wall_offset_ns: i64) -> Self {
         Self { ev, wall_offset_ns }
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn fields_dict<'py>(py: Python<'py>, fields: &[(std::sync::Arc<str>, FieldValue)]) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (name, v) in fields {
+        match v {
+            FieldValue::Int(i) => d.set_item(&**name, i)?,
+            FieldValue::UInt(u) => d.set_item(&**name, u)?,
+            FieldValue::Str(s) => d.set_item(&**name, s)?,
+            FieldValue::Bytes(b) => d.set_item(&**name, PyList::new(py, b)?)?,
+            FieldValue::Missing => d.set_item(&**name, py.None())?,
+        }
+    }
+    Ok(d)
 }
 
 fn family_name(family: u16) -> &'static str {
@@ -287,6 +305,55 @@ impl PyEvent {
         }
     }
 
+    /// The user-defined probe that produced a `probe` event.
+    #[getter]
+    fn probe(&self) -> Option<String> {
+        match &self.ev.payload {
+            Payload::Probe(p) => p.name.as_deref().map(str::to_owned),
+            _ => None,
+        }
+    }
+    /// The program of a user's own object that produced the record.
+    #[getter]
+    fn program(&self) -> Option<String> {
+        match &self.ev.payload {
+            Payload::Probe(p) => p.program.as_deref().map(str::to_owned),
+            _ => None,
+        }
+    }
+    /// Integer arguments of a kprobe, uprobe, raw tracepoint or LSM probe.
+    #[getter]
+    fn args(&self) -> Option<Vec<u64>> {
+        match &self.ev.payload {
+            Payload::Probe(p) if p.fields.is_empty() && p.program.is_none() && p.ret.is_none() => Some(p.args.clone()),
+            _ => None,
+        }
+    }
+    /// Return value of a kretprobe or uretprobe.
+    #[getter]
+    fn ret(&self) -> Option<i64> {
+        match &self.ev.payload {
+            Payload::Probe(p) => p.ret,
+            _ => None,
+        }
+    }
+    /// Fields of a user-defined tracepoint, by name.
+    #[getter]
+    fn fields<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        match &self.ev.payload {
+            Payload::Probe(p) if !p.fields.is_empty() => Ok(Some(fields_dict(py, &p.fields)?)),
+            _ => Ok(None),
+        }
+    }
+    /// The raw record of a user's own BPF object.
+    #[getter]
+    fn raw<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PyBytes>> {
+        match &self.ev.payload {
+            Payload::Probe(p) if p.program.is_some() => Some(PyBytes::new(py, &p.data)),
+            _ => None,
+        }
+    }
+
     /// The event as the documented JSON object (snake_case keys).
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
@@ -353,6 +420,19 @@ impl PyEvent {
                     }
                 }
             },
+            Payload::Probe(p) => {
+                d.set_item("probe", p.name.as_deref())?;
+                if let Some(prog) = &p.program {
+                    d.set_item("program", &**prog)?;
+                    d.set_item("raw", hex(&p.data))?;
+                } else if !p.fields.is_empty() {
+                    d.set_item("fields", fields_dict(py, &p.fields)?)?;
+                } else if p.ret.is_some() {
+                    d.set_item("ret", p.ret)?;
+                } else {
+                    d.set_item("args", &p.args)?;
+                }
+            }
             Payload::Loss { .. } => {}
         }
         Ok(d)

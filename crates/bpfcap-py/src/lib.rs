@@ -6,7 +6,9 @@ mod event;
 
 use std::{sync::Mutex, time::Duration};
 
-use bpfcap_core::{capture, clock, decode, Capture, CaptureConfig};
+use bpfcap_core::{
+    capture, clock, decode, probes::ProgType, user_probe::UserProbeSpec, Capture, CaptureConfig,
+};
 
 use pyo3::{
     prelude::*,
@@ -30,10 +32,16 @@ struct PyCapture {
 }
 
 impl PyCapture {
-    fn with<T>(&self, f: impl FnOnce(&mut State) -> bpfcap_core::Result<T>) -> PyResult<T> {
-        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let state = guard.as_mut().ok_or_else(|| to_py(bpfcap_core::Error::Closed))?;
-        f(state).map_err(to_py)
+    /// Runs `f` on the state with the GIL released: a call that waits for the
+    /// lock must not hold the GIL, and errors become Python exceptions only
+    /// after the lock is released (making one needs the GIL).
+    fn with<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&mut State) -> bpfcap_core::Result<T> + Send) -> PyResult<T> {
+        py.detach(|| {
+            let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            let state = guard.as_mut().ok_or(bpfcap_core::Error::Closed)?;
+            f(state)
+        })
+        .map_err(to_py)
     }
 }
 
@@ -55,7 +63,7 @@ impl PyCapture {
 
     /// Attaches the probe producing event type `type_id` (no-op if attached).
     fn enable(&self, py: Python<'_>, type_id: u16) -> PyResult<()> {
-        py.detach(|| self.with(|s| s.capture.enable_kind(type_id)))
+        self.with(py, |s| s.capture.enable_kind(type_id))
     }
 
     /// Attaches a built-in probe by its spec name (`tcp_connect`, `vfs_open`, ...).
@@ -63,56 +71,118 @@ impl PyCapture {
         let probe = bpfcap_core::probes::probe_by_name(name).ok_or_else(|| {
             to_py(bpfcap_core::Error::UnknownProbe { name: name.to_owned(), known: bpfcap_core::probes::names() })
         })?;
-        py.detach(|| self.with(|s| s.capture.enable(probe)))
+        self.with(py, |s| s.capture.enable(probe))
     }
 
     /// Detaches a built-in probe by its spec name; False if it was not attached.
     fn disable_probe(&self, py: Python<'_>, name: &str) -> PyResult<bool> {
-        py.detach(|| self.with(|s| s.capture.disable(name)))
+        self.with(py, |s| s.capture.disable(name))
     }
 
     /// Which program types the kernel accepts: `(type, None)` or `(type, reason)`.
     fn program_types(&self, py: Python<'_>) -> PyResult<Vec<(&'static str, Option<String>)>> {
-        let r = py.detach(|| self.with(|s| Ok(s.capture.program_types())))?;
+        let r = self.with(py, |s| Ok(s.capture.program_types()))?;
         Ok(r.into_iter().map(|(t, r)| (t, r.err())).collect())
     }
 
+    /// Loads a user-defined probe; returns its id. `ty`: kprobe, kretprobe,
+    /// uprobe, uretprobe, tracepoint, raw_tracepoint, lsm; with `object` and
+    /// `program`, `ty` says how to attach that program of the user's object.
+    #[pyo3(signature = (name, ty, target, object=None, program=None))]
+    fn load_probe(
+        &self,
+        py: Python<'_>,
+        name: String,
+        ty: &str,
+        target: String,
+        object: Option<String>,
+        program: Option<String>,
+    ) -> PyResult<u32> {
+        let ty = prog_type(ty)?;
+        let object = match (object, program) {
+            (Some(o), Some(p)) => Some((o, p)),
+            (None, None) => None,
+            _ => {
+                return Err(to_py(bpfcap_core::Error::Config {
+                    field: "object",
+                    value: "only one of object/program".into(),
+                    allowed: "both an object file and a program name, or neither".into(),
+                }))
+            }
+        };
+        let spec = UserProbeSpec { name, ty, target, object };
+        self.with(py, |s| s.capture.load_user(spec))
+    }
+
+    /// Detaches a user-defined probe; False if none has that name.
+    fn unload_probe(&self, py: Python<'_>, name: &str) -> PyResult<bool> {
+        self.with(py, |s| Ok(s.capture.unload_user(name)))
+    }
+
+    /// The loaded user-defined probes: name, id, type, target, object, program.
+    fn user_probes<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let rows: Vec<_> = self.with(py, |s| {
+            Ok(s.capture
+                .user_probes()
+                .map(|u| (u.name.to_string(), u.id, u.spec.ty.name(), u.spec.target.clone(), u.spec.object.clone()))
+                .collect())
+        })?;
+        rows.into_iter()
+            .map(|(name, id, ty, target, object)| {
+                let d = PyDict::new(py);
+                d.set_item("name", name)?;
+                d.set_item("id", id)?;
+                d.set_item("type", ty)?;
+                d.set_item("target", target)?;
+                d.set_item("object", object.as_ref().map(|(o, _)| o.clone()))?;
+                d.set_item("program", object.map(|(_, p)| p))?;
+                Ok(d)
+            })
+            .collect()
+    }
+
     /// The ring buffer's fd, for `anyio.wait_readable`.
-    fn fileno(&self) -> PyResult<i32> {
-        self.with(|s| Ok(s.capture.fd()))
+    fn fileno(&self, py: Python<'_>) -> PyResult<i32> {
+        self.with(py, |s| Ok(s.capture.fd()))
     }
 
     /// Blocks up to `timeout` seconds (GIL released) for a wake-up.
     fn poll(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
         let timeout = Duration::from_secs_f64(timeout.max(0.0));
-        py.detach(|| self.with(|s| s.capture.poll(timeout)))
+        self.with(py, |s| s.capture.poll(timeout))
     }
 
     /// Up to `max` pending events, decoded with the GIL released.
     fn drain<'py>(&self, py: Python<'py>, max: usize) -> PyResult<Bound<'py, PyList>> {
-        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let state = guard.as_mut().ok_or_else(|| to_py(bpfcap_core::Error::Closed))?;
-        py.detach(|| {
-            state.capture.drain(max, &mut state.buf);
-        });
+        let mut events = self.with(py, |s| {
+            let mut buf = std::mem::take(&mut s.buf);
+            s.capture.drain(max, &mut buf);
+            Ok(buf)
+        })?;
         let offset = self.wall_offset_ns;
-        PyList::new(py, state.buf.drain(..).map(|ev| PyEvent::new(ev, offset)))
+        let list = PyList::new(py, events.drain(..).map(|ev| PyEvent::new(ev, offset)));
+        // Hand the (empty) buffer back so the next batch reuses its allocation.
+        let _ = self.with(py, move |s| {
+            s.buf = events;
+            Ok(())
+        });
+        list
     }
 
     /// Up to `max` pending records as raw bytes (for recording test fixtures).
     fn drain_raw<'py>(&self, py: Python<'py>, max: usize) -> PyResult<Vec<Bound<'py, PyBytes>>> {
-        let records = self.with(|s| Ok(s.capture.drain_raw(max)))?;
+        let records = self.with(py, |s| Ok(s.capture.drain_raw(max)))?;
         Ok(records.iter().map(|r| PyBytes::new(py, r)).collect())
     }
 
     /// Records the programs could not write (ring full), indexed by event type id.
-    fn lost_in_kernel(&self) -> PyResult<Vec<u64>> {
-        self.with(|s| s.capture.lost_in_kernel())
+    fn lost_in_kernel(&self, py: Python<'_>) -> PyResult<Vec<u64>> {
+        self.with(py, |s| s.capture.lost_in_kernel())
     }
 
     /// Reader counters: polls, batches, records, bytes, decode errors.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let st = self.with(|s| Ok(s.capture.stats))?;
+        let st = self.with(py, |s| Ok(s.capture.stats))?;
         let d = PyDict::new(py);
         d.set_item("polls", st.polls)?;
         d.set_item("batches", st.batches)?;
@@ -124,19 +194,41 @@ impl PyCapture {
 
     /// The attached probes: name, event type, mechanism, kernel target, program.
     fn probes<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
-        let probes = self.with(|s| Ok(s.capture.probes().to_vec()))?;
+        let probes = self.with(py, |s| Ok(s.capture.probes().to_vec()))?;
         probes.iter().map(|p| probe_dict(py, p)).collect()
     }
 
     /// Detaches every probe and frees the maps. Idempotent.
-    fn close(&self) {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).take();
+    fn close(&self, py: Python<'_>) {
+        let state = py.detach(|| self.state.lock().unwrap_or_else(|p| p.into_inner()).take());
+        py.detach(move || drop(state));
     }
 
     #[getter]
-    fn closed(&self) -> bool {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).is_none()
+    fn closed(&self, py: Python<'_>) -> bool {
+        py.detach(|| self.state.lock().unwrap_or_else(|p| p.into_inner()).is_none())
     }
+}
+
+fn prog_type(name: &str) -> PyResult<ProgType> {
+    Ok(match name {
+        "kprobe" => ProgType::Kprobe,
+        "kretprobe" => ProgType::Kretprobe,
+        "uprobe" => ProgType::Uprobe,
+        "uretprobe" => ProgType::Uretprobe,
+        "tracepoint" => ProgType::Tracepoint,
+        "raw_tracepoint" => ProgType::RawTracepoint,
+        "lsm" => ProgType::Lsm,
+        "fentry" => ProgType::Fentry,
+        "fexit" => ProgType::Fexit,
+        other => {
+            return Err(to_py(bpfcap_core::Error::Config {
+                field: "type",
+                value: other.into(),
+                allowed: "kprobe, kretprobe, uprobe, uretprobe, tracepoint, raw_tracepoint, lsm (fentry, fexit for objects)".into(),
+            }))
+        }
+    })
 }
 
 fn probe_dict<'py>(py: Python<'py>, p: &bpfcap_core::ProbeStatus) -> PyResult<Bound<'py, PyDict>> {

@@ -1,0 +1,121 @@
+#!/bin/bash
+# Run a command as root inside virtme-ng VMs, one per kernel of a matrix.
+#
+#   vm-tests/run.sh [COMMAND...]     e.g. vm-tests/run.sh .venv/bin/python -m pytest -q tests
+#
+# COMMAND is joined with spaces and run by bash in the guest, cwd = the repo root
+# (like ssh: quote shell syntax, e.g. run.sh 'uname -r && id'); default: true.
+# Before it, the guest checks that `uname -r` is the expected kernel and that the
+# BPF LSM is active (/sys/kernel/security/lsm lists bpf).
+# The guest sees this machine's filesystem read-only (9p); the repo is writable
+# through a throw-away overlay, and vm-tests/out/ is shared read-write.
+#
+# Environment:
+#   BPFCAP_VM_KERNELS  labels or vmlinuz paths (default: "5.10 6.1 6.12", plus
+#                      "host" if /boot/vmlinuz-$(uname -r) exists)
+#   BPFCAP_VM_TIMEOUT  seconds per kernel, boot + command (default 600)
+#   BPFCAP_VM_CPUS / BPFCAP_VM_MEMORY   (default 2 / 2G)
+#   BPFCAP_VM_CACHE    kernel + virtme-ng cache (default /var/cache/bpfcap-vm)
+#   BPFCAP_VM_VNG      vng binary (default $BPFCAP_VM_CACHE/venv/bin/vng, else PATH)
+#
+# Needs (see vm-tests/README.md): Debian qemu-system-x86 busybox-static kmod file
+# binutils xz-utils python3-venv debian-archive-keyring, and virtme-ng==1.42 from
+# PyPI in the venv $BPFCAP_VM_CACHE/venv. Output: vm-tests/out/<kernel>.log,
+# one "VMTEST RESULT <kernel> PASS|FAIL <seconds>" line per kernel, a summary
+# table; exit status 1 if any kernel failed.
+set -uo pipefail
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$HERE")
+OUT=$HERE/out
+CACHE=${BPFCAP_VM_CACHE:-/var/cache/bpfcap-vm}
+TIMEOUT=${BPFCAP_VM_TIMEOUT:-600}
+VNG=${BPFCAP_VM_VNG:-$CACHE/venv/bin/vng}
+[ -x "$VNG" ] || VNG=$(command -v vng) || { echo "vng not found: see vm-tests/README.md" >&2; exit 2; }
+export PATH=$(dirname "$VNG"):$PATH    # vng runs virtme-run from PATH
+HOST_IMG=/boot/vmlinuz-$(uname -r)
+KERNELS=${BPFCAP_VM_KERNELS:-5.10 6.1 6.12$([ -f "$HOST_IMG" ] && echo " host")}
+CMD=${*:-true}
+mkdir -p "$OUT"
+cd "$ROOT" || exit 2
+
+now() { echo "$EPOCHREALTIME"; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+
+run_kernel() {  # $1 label; sets RES, REASON, BOOT_S, TOTAL_S, KVER
+    local label=$1 img log=$OUT/${1//\//_}.log start booted="" rc line
+    RES=FAIL REASON="" BOOT_S=- TOTAL_S=- KVER=?
+    : > "$log"
+    if [ "$label" = host ]; then img=$HOST_IMG
+    elif [ -f "$label" ]; then img=$label
+    else img=$("$HERE/kernels.sh" "$label" 2>>"$log" | awk '{print $2}'); fi
+    if [ ! -f "$img" ]; then REASON="no kernel image (${img:-fetch failed})"; return; fi
+    KVER=$(basename "$img"); KVER=${KVER#vmlinuz-}
+    # The guest side: BPFCAP_* variables (not BPFCAP_VM_*) passed on, checks, the
+    # command in a subshell, then its exit status.
+    local mech=kprobe,fentry,lsm,tracepoint,raw_tracepoint v
+    [ "$label" = host ] && mech=tracepoint,raw_tracepoint   # the host's config: no kprobes
+    {
+        echo "export BPFCAP_EXPECT_MECHANISMS=$mech"
+        for v in ${!BPFCAP_@}; do
+            [[ $v == BPFCAP_VM_* ]] || printf 'export %s=%q\n' "$v" "${!v}"
+        done
+        cat <<EOF
+echo "VMTEST BOOTED uptime=\$(cut -d' ' -f1 /proc/uptime)"
+grep -q ' /sys/kernel/security ' /proc/mounts || mount -t securityfs securityfs /sys/kernel/security
+echo "VMTEST CHECK kernel=\$(uname -r) lsm=\$(cat /sys/kernel/security/lsm)"
+( $CMD )
+echo "VMTEST GUEST EXIT \$?"
+EOF
+    } > "$log.sh"
+    start=$(now)
+    timeout -k 10 "$TIMEOUT" "$VNG" --run "$img" --verbose --force-9p --disable-kvm \
+        --cpus "${BPFCAP_VM_CPUS:-2}" --memory "${BPFCAP_VM_MEMORY:-2G}" \
+        --append "lsm=lockdown,capability,landlock,bpf" \
+        --cwd "$ROOT" --overlay-rwdir "$ROOT" --rwdir "$OUT" \
+        --exec "bash $log.sh" < /dev/null 2>&1 |
+    while IFS= read -r line; do
+        line=${line%$'\r'}
+        printf '%s\n' "$line" >> "$log"
+        [[ $line == *"VMTEST BOOTED"* ]] && now > "$log.boot"
+        # Show the command's output live; boot and kernel messages go to the log only.
+        [ -f "$log.boot" ] && ! [[ $line =~ ^\[\ *[0-9]+\.[0-9]+\]|VMTEST ]] &&
+            printf '[%s] %s\n' "$label" "$line"
+    done
+    rc=${PIPESTATUS[0]}
+    TOTAL_S=$(secs "$start" "$(now)")
+    [ -f "$log.boot" ] && booted=$(cat "$log.boot") && BOOT_S=$(secs "$start" "$booted")
+    rm -f "$log.boot"
+    local check exit_line
+    check=$(grep -a -o 'VMTEST CHECK .*' "$log" | tail -n1)
+    exit_line=$(grep -a -o 'VMTEST GUEST EXIT [0-9]*' "$log" | tail -n1)
+    if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then REASON="timeout after ${TIMEOUT}s"
+    elif [ -z "$booted" ]; then REASON="did not boot (vng exit $rc)"
+    elif [ -z "$exit_line" ]; then REASON="guest died before the command finished (vng exit $rc)"
+    elif [[ $check != *"kernel=$KVER "* ]]; then REASON="wrong kernel: ${check:-no check line}"
+    elif [[ $check != *lsm=*bpf* ]]; then REASON="BPF LSM not active: $check"
+    elif [ "${exit_line##* }" != 0 ]; then REASON="command exited ${exit_line##* }"
+    else RES=PASS; fi
+    local oops
+    oops=$(grep -a -m1 -o -E 'Kernel panic.*|BUG: .*|Oops: .*' "$log" | tr -d '\r')
+    [ "$RES" = FAIL ] && [ -n "$oops" ] && REASON="$REASON; $oops"
+}
+
+declare -a ROWS
+FAILED=0
+for k in $KERNELS; do
+    echo "=== $k: booting (log: ${OUT#$ROOT/}/${k//\//_}.log)"
+    run_kernel "$k"
+    echo "VMTEST RESULT $k $RES $TOTAL_S"
+    if [ "$RES" != PASS ]; then
+        FAILED=1
+        echo "--- $k: $REASON; last lines of its log:"
+        tail -n "${BPFCAP_VM_TAIL:-40}" "$OUT/${k//\//_}.log" | awk -v p="[$k] " '{ print p $0 }'
+    fi
+    ROWS+=("$(printf '%-8s %-28s %-5s %8s %8s  %s' "${k##*/}" "$KVER" "$RES" "$BOOT_S" "$TOTAL_S" "$REASON")")
+done
+
+echo
+printf '%-8s %-28s %-5s %8s %8s  %s\n' kernel version result boot_s total_s note
+printf '%s\n' "${ROWS[@]}"
+exit $FAILED
