@@ -321,7 +321,9 @@ async def cmd_doctor(args: argparse.Namespace) -> int:
     old = version is not None and tuple(version) < (5, 10, 0)
     print(f"kernel           {info['kernel']}" + ("  (older than 5.10: unsupported)" if old else ""))
     print(f"BTF              {'yes' if info['btf'] else 'no: struct fields that need offsets are reported as 0'}")
-    print(f"lockdown         {info['lockdown'] or 'unknown (no lockdown LSM, or securityfs not mounted)'}")
+    lockdown = info["lockdown"]
+    note = " (kernel memory reads refused: most fields will be 0)" if lockdown == "confidentiality" else ""
+    print(f"lockdown         {lockdown or 'unknown (no lockdown LSM, or securityfs not mounted)'}{note}")
     print(f"LSMs             {info['lsms'] or 'unknown'}")
     priv = info["missing_privileges"]
     print(f"privileges       {'ok' if priv is None else 'missing ' + priv + ': run as root'}")

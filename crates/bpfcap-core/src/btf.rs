@@ -219,11 +219,6 @@ impl Btf {
         let proto = self.types.get(ptr.size_or_type as usize).filter(|t| t.kind == KIND_FUNC_PROTO)?;
         proto.vlen.checked_sub(1)
     }
-
-    /// Whether a type of this name exists (used for feature probing).
-    pub fn has_struct(&self, s: &str) -> bool {
-        self.by_name.contains_key(s)
-    }
 }
 
 #[cfg(test)]

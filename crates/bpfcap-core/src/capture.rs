@@ -123,6 +123,13 @@ impl Capture {
         if let Some(needed) = sys::missing_tracing_caps(sys::effective_caps()) {
             return Err(Error::Privilege { what: "loading BPF programs".into(), needed });
         }
+        let release = sys::kernel_release();
+        if sys::parse_kernel_version(&release).is_some_and(|v| v < (5, 8, 0)) {
+            return Err(Error::KernelFeature {
+                feature: "BPF ring buffer".into(),
+                reason: format!("needs Linux 5.8 or newer (bpfcap supports 5.10+); this kernel is {release}"),
+            });
+        }
         let offsets = match Btf::from_sys_fs() {
             Ok(btf) => offsets::from_btf(&btf),
             // Without BTF the programs still run; fields needing offsets stay 0.
