@@ -64,8 +64,8 @@ run_kernel() {  # $1 label; sets RES, REASON, BOOT_S, TOTAL_S, KVER
 echo "VMTEST BOOTED uptime=\$(cut -d' ' -f1 /proc/uptime)"
 grep -q ' /sys/kernel/security ' /proc/mounts || mount -t securityfs securityfs /sys/kernel/security
 echo "VMTEST CHECK kernel=\$(uname -r) lsm=\$(cat /sys/kernel/security/lsm)"
-( $CMD )
-echo "VMTEST GUEST EXIT \$?"
+( $CMD ) < /dev/null 2>&1 | cat    # no tty, no stdin: as in CI
+echo "VMTEST GUEST EXIT \${PIPESTATUS[0]}"
 EOF
     } > "$log.sh"
     start=$(now)

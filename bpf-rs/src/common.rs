@@ -1,12 +1,17 @@
 //! Maps, load-time globals and helpers every program uses.
 
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
+
 use aya_ebpf::{
     bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::generated as h,
     macros::map,
-    maps::{Array, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, PerCpuArray, RingBuf},
 };
-use bpfcap_common::{kind, Header, Offsets, Settings, COMM_LEN, NO_OFFSET};
+use bpfcap_common::{
+    comm_match, drop_reason, filter_field, kind, FilterConfig, GenCgroup, GenComm, GenId, Header, Offsets, RateState,
+    Settings, Track, COMM_LEN, MAX_FILTER_IDS, MAX_TRACKED, NO_OFFSET,
+};
 
 /// The one ring every program writes to. Userspace sets its size before load.
 #[map(name = "BPFCAP_EVENTS")]
@@ -21,6 +26,36 @@ pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(kind::COUNT, 0
 /// look here before building a record.
 #[map(name = "BPFCAP_ENABLED")]
 pub static ENABLED: Array<u32> = Array::with_max_entries(kind::COUNT, 0);
+
+/// The filter generation in force (0 or 1), see `FilterConfig`.
+#[map(name = "BPFCAP_FILTER_GEN")]
+pub static FILTER_GEN: Array<u32> = Array::with_max_entries(1, 0);
+
+#[map(name = "BPFCAP_FILTERS")]
+pub static FILTERS: Array<FilterConfig> = Array::with_max_entries(2, 0);
+
+#[map(name = "BPFCAP_F_PIDS")]
+pub static FILTER_PIDS: HashMap<GenId, u8> = HashMap::with_max_entries(2 * MAX_FILTER_IDS, 0);
+
+#[map(name = "BPFCAP_F_UIDS")]
+pub static FILTER_UIDS: HashMap<GenId, u8> = HashMap::with_max_entries(2 * MAX_FILTER_IDS, 0);
+
+#[map(name = "BPFCAP_F_COMMS")]
+pub static FILTER_COMMS: HashMap<GenComm, u8> = HashMap::with_max_entries(2 * MAX_FILTER_IDS, 0);
+
+#[map(name = "BPFCAP_F_CGROUPS")]
+pub static FILTER_CGROUPS: HashMap<GenCgroup, u8> = HashMap::with_max_entries(2 * MAX_FILTER_IDS, 0);
+
+/// Processes of followed trees and labelled sessions, by tgid.
+#[map(name = "BPFCAP_TRACKED")]
+pub static TRACKED: HashMap<u32, Track> = HashMap::with_max_entries(MAX_TRACKED, 0);
+
+/// Events dropped before the ring, per CPU, by `drop_reason` and kind.
+#[map(name = "BPFCAP_DROPS")]
+pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(drop_reason::COUNT * kind::COUNT, 0);
+
+#[map(name = "BPFCAP_RATE")]
+pub static RATE: Array<RateState> = Array::with_max_entries(1, 0);
 
 /// Struct field offsets of the running kernel, from its BTF (set before load).
 #[no_mangle]
@@ -91,6 +126,192 @@ pub fn fill_header(hdr: &mut Header, kind: u16) {
     let nsproxy = read_kernel::<u64>(task, off!(task_nsproxy)).unwrap_or(0);
     hdr.mnt_ns = ns_inum(nsproxy, off!(nsproxy_mnt_ns), off!(mnt_ns_inum));
     hdr.pid_ns = ns_inum(nsproxy, off!(nsproxy_pid_ns), off!(pid_ns_inum));
+    hdr.net_ns = ns_inum(nsproxy, off!(nsproxy_net_ns), off!(net_ns_inum));
+    hdr.session = 0;
+    if let Some(cfg) = filter() {
+        if cfg.tracking != 0 {
+            if let Some(t) = unsafe { TRACKED.get(&hdr.pid) } {
+                hdr.session = t.session;
+            }
+        }
+    }
+}
+
+// -- the in-kernel filter ---------------------------------------------------------------
+
+/// The filter generation in force and its configuration.
+#[inline(always)]
+pub fn filter() -> Option<&'static FilterConfig> {
+    let gen = *FILTER_GEN.get(0)?;
+    FILTERS.get(gen & 1)
+}
+
+#[inline(always)]
+fn filter_gen() -> u32 {
+    FILTER_GEN.get(0).map_or(0, |g| *g & 1)
+}
+
+#[inline(always)]
+fn count_drop(reason: u32, kind: u16) {
+    if let Some(slot) = DROPS.get_ptr_mut(reason * kind::COUNT + kind as u32) {
+        unsafe { *slot += 1 };
+    }
+}
+
+/// Whether the current process belongs to the pid set, directly or (with
+/// follow_children) as a descendant tracked from fork events.
+#[inline(always)]
+fn pid_matches(gen: u32, tgid: u32, follow: bool) -> bool {
+    if unsafe { FILTER_PIDS.get(&GenId { gen, id: tgid }) }.is_some() {
+        return true;
+    }
+    if !follow {
+        return false;
+    }
+    match unsafe { TRACKED.get(&tgid) } {
+        Some(t) if t.root != 0 => unsafe { FILTER_PIDS.get(&GenId { gen, id: t.root }) }.is_some(),
+        _ => false,
+    }
+}
+
+/// Whether the current task's cgroup lies in one of the filtered subtrees:
+/// its ancestor at each filtered level is looked up.
+#[inline(always)]
+fn cgroup_matches(gen: u32, levels: u64) -> bool {
+    for level in 0..MAX_CGROUP_LEVEL {
+        if levels & (1 << level) == 0 {
+            continue;
+        }
+        let id = unsafe { h::bpf_get_current_ancestor_cgroup_id(level as i32) };
+        if id != 0 && unsafe { FILTER_CGROUPS.get(&GenCgroup { gen: gen as u64, id }) }.is_some() {
+            return true;
+        }
+    }
+    false
+}
+
+const MAX_CGROUP_LEVEL: u32 = 16;
+
+/// Whether an event of `kind` from the current task passes the filter, the
+/// sampling and the rate limit; counts it by reason when it does not. Cheapest
+/// checks first; nothing is read or written for an event that fails early.
+#[inline(always)]
+pub fn admit(kind: u16) -> bool {
+    if !enabled(kind) {
+        return false;
+    }
+    let gen = filter_gen();
+    let Some(cfg) = FILTERS.get(gen) else { return true };
+    if cfg.types & (1u64 << (kind as u64 & 63)) == 0 {
+        count_drop(drop_reason::FILTERED, kind);
+        return false;
+    }
+    let fields = cfg.fields;
+    if fields != 0 && !fields_match(cfg, gen) {
+        count_drop(drop_reason::FILTERED, kind);
+        return false;
+    }
+    let threshold = cfg.sample[(kind as usize) % (kind::COUNT as usize)];
+    if threshold != u32::MAX && unsafe { h::bpf_get_prandom_u32() } >= threshold {
+        count_drop(drop_reason::SAMPLED, kind);
+        return false;
+    }
+    if cfg.rate_per_sec != 0 && !take_token(cfg) {
+        count_drop(drop_reason::RATE_LIMITED, kind);
+        return false;
+    }
+    true
+}
+
+#[inline(always)]
+fn fields_match(cfg: &FilterConfig, gen: u32) -> bool {
+    let fields = cfg.fields;
+    let pid_tgid = unsafe { h::bpf_get_current_pid_tgid() };
+    if fields & filter_field::PIDS != 0 && !pid_matches(gen, (pid_tgid >> 32) as u32, cfg.follow_children != 0) {
+        return false;
+    }
+    if fields & filter_field::UIDS != 0 {
+        let uid = unsafe { h::bpf_get_current_uid_gid() } as u32;
+        if unsafe { FILTER_UIDS.get(&GenId { gen, id: uid }) }.is_none() {
+            return false;
+        }
+    }
+    if fields & (filter_field::COMM | filter_field::EXCLUDE_COMM) != 0 {
+        let mut key = GenComm { gen, comm: [0; COMM_LEN] };
+        unsafe { h::bpf_get_current_comm(key.comm.as_mut_ptr().cast(), COMM_LEN as u32) };
+        let m = unsafe { FILTER_COMMS.get(&key) }.copied().unwrap_or(0);
+        if m & comm_match::EXCLUDE != 0 {
+            return false;
+        }
+        if fields & filter_field::COMM != 0 && m & comm_match::INCLUDE == 0 {
+            return false;
+        }
+    }
+    if fields & filter_field::CGROUPS != 0 && !cgroup_matches(gen, cfg.cgroup_levels) {
+        return false;
+    }
+    true
+}
+
+/// The global token bucket: `rate_per_sec` tokens a second, at most
+/// `rate_burst` saved. Updated with atomics, without a lock; concurrent
+/// refills on several CPUs may lose a little of a refill, never add extra.
+#[inline(always)]
+fn take_token(cfg: &FilterConfig) -> bool {
+    let Some(state) = RATE.get_ptr_mut(0) else { return true };
+    let state = unsafe { &mut *state };
+    let now = unsafe { h::bpf_ktime_get_ns() };
+    let last = state.last_ns;
+    let elapsed = now.saturating_sub(last);
+    // Refill at most every 100 µs, by whoever sees the bucket stale first.
+    if elapsed > 100_000 {
+        state.last_ns = now;
+        // milli-tokens: µs elapsed × events/s / 1000 (unsigned: BPF has no signed division)
+        let add = ((elapsed / 1000) * cfg.rate_per_sec as u64 / 1000) as i64;
+        let cap = cfg.rate_burst as i64 * 1000;
+        let cur = state.milli_tokens;
+        state.milli_tokens = if cur + add > cap { cap } else { cur + add };
+    }
+    if state.milli_tokens < 1000 {
+        return false;
+    }
+    // An atomic add whose result is unused (BPF_XADD, which 5.10 has; fetching
+    // atomics need 5.12). Two CPUs racing here may both take the last token.
+    unsafe {
+        atomic_xadd::<i64, i64, { AtomicOrdering::Relaxed }>(&mut state.milli_tokens, -1000);
+    }
+    true
+}
+
+// -- process trees ------------------------------------------------------------------------
+
+/// At a fork: the child joins the parent's tracked tree, or starts one when
+/// the parent is a filter pid and children are followed.
+#[inline(always)]
+pub fn track_fork(parent_tgid: u32, child_tgid: u32) {
+    let Some(cfg) = filter() else { return };
+    if cfg.tracking == 0 {
+        return;
+    }
+    let gen = filter_gen();
+    let entry = match unsafe { TRACKED.get(&parent_tgid) } {
+        Some(t) => *t,
+        None if cfg.follow_children != 0
+            && unsafe { FILTER_PIDS.get(&GenId { gen, id: parent_tgid }) }.is_some() =>
+        {
+            Track { root: parent_tgid, session: 0 }
+        }
+        None => return,
+    };
+    let _ = TRACKED.insert(&child_tgid, &entry, 0);
+}
+
+/// At a process's exit: forget it.
+#[inline(always)]
+pub fn track_exit(tgid: u32) {
+    if filter().is_some_and(|c| c.tracking != 0) {
+        let _ = TRACKED.remove(&tgid);
+    }
 }
 
 /// Submit flags implementing the wake-up policy: wake the reader only when

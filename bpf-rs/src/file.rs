@@ -11,7 +11,7 @@ use aya_ebpf::{
 use bpfcap_common::{flag, kind};
 
 use crate::{
-    common::{enabled, file_of_fd, off, read_kernel},
+    common::{admit, file_of_fd, off, read_kernel},
     path::{file_record, fill_file_path, fill_path, fill_path_string, send_file},
 };
 
@@ -58,7 +58,7 @@ fn file_flags(file: u64) -> Option<u32> {
 
 #[inline(always)]
 fn vfs_open(path: u64, file: u64) {
-    if !enabled(kind::FILE_OPEN) {
+    if !admit(kind::FILE_OPEN) {
         return;
     }
     let Some(rec) = file_record(kind::FILE_OPEN) else { return };
@@ -89,7 +89,7 @@ pub fn bpfcap_open_fe(ctx: FEntryContext) -> u32 {
 /// `syscalls:sys_exit_open{,at,at2}`: the new fd's file gives path and flags.
 #[tracepoint]
 pub fn bpfcap_open_tp(ctx: TracePointContext) -> u32 {
-    if !enabled(kind::FILE_OPEN) {
+    if !admit(kind::FILE_OPEN) {
         return 0;
     }
     let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(-1);
@@ -119,7 +119,7 @@ fn recall() -> Option<u64> {
 
 #[kprobe]
 pub fn bpfcap_rd_kp(ctx: ProbeContext) -> u32 {
-    if enabled(kind::FILE_READ) {
+    if admit(kind::FILE_READ) {
         remember(ctx.arg(0).unwrap_or(0));
     }
     0
@@ -138,7 +138,7 @@ pub fn bpfcap_rd_krp(ctx: RetProbeContext) -> u32 {
 
 #[kprobe]
 pub fn bpfcap_wr_kp(ctx: ProbeContext) -> u32 {
-    if enabled(kind::FILE_WRITE) {
+    if admit(kind::FILE_WRITE) {
         remember(ctx.arg(0).unwrap_or(0));
     }
     0
@@ -159,7 +159,7 @@ pub fn bpfcap_wr_krp(ctx: RetProbeContext) -> u32 {
 #[fexit(function = "vfs_read")]
 pub fn bpfcap_rd_fx(ctx: FExitContext) -> u32 {
     let ret: i64 = ctx.arg(4);
-    if ret >= 0 && enabled(kind::FILE_READ) {
+    if ret >= 0 && admit(kind::FILE_READ) {
         emit_file(kind::FILE_READ, ctx.arg(0), -1, None, Some(ret));
     }
     0
@@ -168,7 +168,7 @@ pub fn bpfcap_rd_fx(ctx: FExitContext) -> u32 {
 #[fexit(function = "vfs_write")]
 pub fn bpfcap_wr_fx(ctx: FExitContext) -> u32 {
     let ret: i64 = ctx.arg(4);
-    if ret >= 0 && enabled(kind::FILE_WRITE) {
+    if ret >= 0 && admit(kind::FILE_WRITE) {
         emit_file(kind::FILE_WRITE, ctx.arg(0), -1, None, Some(ret));
     }
     0
@@ -179,7 +179,7 @@ pub fn bpfcap_wr_fx(ctx: FExitContext) -> u32 {
 #[inline(always)]
 fn rw_enter(ctx: &TracePointContext, k: u16, mask: u32) {
     let fd = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(-1);
-    if enabled(kind::FILE_PERMISSION) {
+    if admit(kind::FILE_PERMISSION) {
         let file = file_of_fd(fd);
         if file != 0 {
             let Some(rec) = file_record(kind::FILE_PERMISSION) else { return };
@@ -190,7 +190,7 @@ fn rw_enter(ctx: &TracePointContext, k: u16, mask: u32) {
             send_file(rec);
         }
     }
-    if enabled(k) {
+    if admit(k) {
         remember(fd as u64);
     }
 }
@@ -236,7 +236,7 @@ pub fn bpfcap_wr_xtp(ctx: TracePointContext) -> u32 {
 
 #[inline(always)]
 fn exec_check(bprm: u64) {
-    if !enabled(kind::EXEC_CHECK) {
+    if !admit(kind::EXEC_CHECK) {
         return;
     }
     let Some(rec) = file_record(kind::EXEC_CHECK) else { return };
@@ -275,7 +275,7 @@ pub fn bpfcap_xchk_tp(ctx: RawTracePointContext) -> i32 {
 
 #[inline(always)]
 fn file_permission(file: u64, mask: u32) {
-    if !enabled(kind::FILE_PERMISSION) {
+    if !admit(kind::FILE_PERMISSION) {
         return;
     }
     let Some(rec) = file_record(kind::FILE_PERMISSION) else { return };

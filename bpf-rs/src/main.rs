@@ -2,6 +2,9 @@
 //! offsets arrive as globals computed from the running kernel's BTF.
 #![no_std]
 #![no_main]
+// Atomic add without fetch (BPF_XADD, in 5.10): core's atomics have no fetch-less form.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod common;
 mod file;

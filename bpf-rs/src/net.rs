@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use bpfcap_common::{flag, kind, NetRecord, SockStateLayout};
 
-use crate::common::{emit, enabled, file_of_fd, fill_header, off, output, read_kernel, SETTINGS};
+use crate::common::{admit, emit, file_of_fd, fill_header, off, output, read_kernel, SETTINGS};
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -49,7 +49,7 @@ fn from_sock(rec: &mut NetRecord, sk: u64) -> bool {
 
 #[inline(always)]
 fn emit_sock(kind: u16, sk: u64) {
-    if !enabled(kind) {
+    if !admit(kind) {
         return;
     }
     emit::<NetRecord>(kind, |rec| {
@@ -117,7 +117,7 @@ pub fn bpfcap_sockst(ctx: TracePointContext) -> u32 {
     }
     let kind = match (old, new) {
         (TCP_CLOSE, TCP_SYN_SENT) => {
-            if enabled(kind::TCP_CONNECT) {
+            if admit(kind::TCP_CONNECT) {
                 let mut rec = NetRecord::default();
                 fill_header(&mut rec.hdr, kind::TCP_CONNECT);
                 rec.hdr.size = core::mem::size_of::<NetRecord>() as u32;
@@ -129,7 +129,7 @@ pub fn bpfcap_sockst(ctx: TracePointContext) -> u32 {
         (TCP_SYN_SENT | TCP_LISTEN | TCP_ESTABLISHED | TCP_CLOSE_WAIT, TCP_CLOSE) => kind::TCP_CLOSE,
         _ => return 0,
     };
-    if !enabled(kind) {
+    if !admit(kind) {
         return 0;
     }
     emit::<NetRecord>(kind, |rec| {
@@ -166,7 +166,7 @@ fn from_sock_state(rec: &mut NetRecord, ctx: &TracePointContext, l: &SockStateLa
 /// Destination from `msg->msg_name` (sendto) or else the connected peer.
 #[inline(always)]
 fn emit_udp(sk: u64, msg: u64, len: u64) {
-    if !enabled(kind::UDP_SEND) {
+    if !admit(kind::UDP_SEND) {
         return;
     }
     let name = read_kernel::<u64>(msg, off!(msghdr_name)).unwrap_or(0);
@@ -241,12 +241,9 @@ fn udp_sock_of_fd(fd: i64) -> u64 {
 /// `syscalls:sys_enter_sendto(fd, buff, len, flags, addr, addr_len)`.
 #[tracepoint]
 pub fn bpfcap_sendto(ctx: TracePointContext) -> u32 {
-    if !enabled(kind::UDP_SEND) {
-        return 0;
-    }
     let arg = |i: usize| unsafe { ctx.read_at::<u64>(16 + 8 * i) }.unwrap_or(0);
     let sk = udp_sock_of_fd(arg(0) as i64);
-    if sk == 0 {
+    if sk == 0 || !admit(kind::UDP_SEND) {
         return 0;
     }
     let (len, addr) = (arg(2), arg(4));
@@ -266,13 +263,10 @@ pub fn bpfcap_sendto(ctx: TracePointContext) -> u32 {
 /// msghdr; bytes are the sum of the first iovecs' lengths.
 #[tracepoint]
 pub fn bpfcap_sendmsg(ctx: TracePointContext) -> u32 {
-    if !enabled(kind::UDP_SEND) {
-        return 0;
-    }
     let arg = |i: usize| unsafe { ctx.read_at::<u64>(16 + 8 * i) }.unwrap_or(0);
     let sk = udp_sock_of_fd(arg(0) as i64);
     let msg = arg(1);
-    if sk == 0 || msg == 0 {
+    if sk == 0 || msg == 0 || !admit(kind::UDP_SEND) {
         return 0;
     }
     // struct user_msghdr (UAPI): name @0, namelen @8, iov @16, iovlen @24.

@@ -12,7 +12,7 @@ use bpfcap_common::{
     flag, kind, ExecRecord, ExitRecord, ForkRecord, ARGV_MAX, FILENAME_MAX,
 };
 
-use crate::common::{count_lost, emit, fill_header, off, read_kernel, wakeup_flags, EVENTS_ptr};
+use crate::common::{admit, count_lost, emit, fill_header, off, read_kernel, track_exit, track_fork, wakeup_flags, EVENTS_ptr};
 
 /// Exec records are built here (too big for the 512-byte stack) and sent with
 /// `bpf_ringbuf_output` trimmed to what they hold.
@@ -29,6 +29,9 @@ pub fn bpfcap_exec(ctx: RawTracePointContext) -> i32 {
 }
 
 fn try_exec(ctx: &RawTracePointContext) -> Option<()> {
+    if !admit(kind::PROCESS_EXEC) {
+        return None;
+    }
     let rec = unsafe { &mut *EXEC_SCRATCH.get_ptr_mut(0)? };
     fill_header(&mut rec.hdr, kind::PROCESS_EXEC);
     let task: u64 = ctx.arg(0);
@@ -110,11 +113,14 @@ pub fn bpfcap_exit(ctx: RawTracePointContext) -> i32 {
             return 0;
         }
     }
-    let exit_code = read_kernel::<u32>(task, off!(task_exit_code)).unwrap_or(0);
-    emit::<ExitRecord>(kind::PROCESS_EXIT, |rec| {
-        rec.exit_code = exit_code;
-        rec._pad = 0;
-    });
+    if admit(kind::PROCESS_EXIT) {
+        let exit_code = read_kernel::<u32>(task, off!(task_exit_code)).unwrap_or(0);
+        emit::<ExitRecord>(kind::PROCESS_EXIT, |rec| {
+            rec.exit_code = exit_code;
+            rec._pad = 0;
+        });
+    }
+    track_exit((unsafe { h::bpf_get_current_pid_tgid() } >> 32) as u32);
     0
 }
 
@@ -128,9 +134,13 @@ pub fn bpfcap_fork(ctx: RawTracePointContext) -> i32 {
     if child_pid != child_tgid {
         return 0;
     }
-    emit::<ForkRecord>(kind::PROCESS_FORK, |rec| {
-        rec.child_pid = child_tgid;
-        rec._pad = 0;
-    });
+    // The parent is the current task (a new process's first thread is forked by it).
+    track_fork((unsafe { h::bpf_get_current_pid_tgid() } >> 32) as u32, child_tgid);
+    if admit(kind::PROCESS_FORK) {
+        emit::<ForkRecord>(kind::PROCESS_FORK, |rec| {
+            rec.child_pid = child_tgid;
+            rec._pad = 0;
+        });
+    }
     0
 }

@@ -23,6 +23,7 @@ from .errors import (
     UnknownProbeError,
 )
 from .events import EventType
+from .filters import EventFilter
 from .manager import CaptureManager, Subscription
 from .programs import BPFProgSpec, SupportedProbes
 
@@ -34,6 +35,7 @@ __all__ = [
     "ClosedError",
     "ConfigError",
     "Event",
+    "EventFilter",
     "EventType",
     "KernelFeatureError",
     "PerformanceConfig",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import shutil
 import signal
 import sys
 from typing import Any, BinaryIO, Callable, Optional, Sequence
@@ -16,6 +18,7 @@ from . import _native
 from .config import PerformanceConfig
 from .errors import BpfcapError, ConfigError, UnknownProbeError
 from .events import EventType, parse_types
+from .filters import EventFilter
 from .manager import CaptureManager, Subscription
 
 PROCESS_TYPES = frozenset({EventType.PROCESS_EXEC, EventType.PROCESS_EXIT, EventType.PROCESS_FORK})
@@ -133,18 +136,63 @@ async def stop_after(mgr: CaptureManager, seconds: float) -> None:
 
 def perf_config(args: argparse.Namespace) -> PerformanceConfig:
     return PerformanceConfig(
-        ring_buffer_size=args.ring_buffer_size, batch_size=args.batch_size, poll_interval=args.poll_interval
+        ring_buffer_size=args.ring_buffer_size,
+        batch_size=args.batch_size,
+        poll_interval=args.poll_interval,
+        sampling_rate=args.sampling_rate,
+        max_events_per_sec=args.max_events_per_sec,
     )
+
+
+def split_list(values: Optional[list[str]]) -> list[str]:
+    """Values of a repeatable flag that also takes comma-separated lists."""
+    return [v.strip() for raw in values or [] for v in raw.split(",") if v.strip()]
+
+
+def int_list(flag: str, values: Optional[list[str]]) -> list[int]:
+    out = []
+    for v in split_list(values):
+        try:
+            out.append(int(v))
+        except ValueError:
+            raise UsageError(f"{flag} takes integers, not {v!r}") from None
+    return out
+
+
+def build_filter(args: argparse.Namespace) -> EventFilter:
+    """The filter of --filter FILE.json, with the filter flags added to it."""
+    base: dict[str, Any] = {}
+    if args.filter:
+        try:
+            with open(args.filter, "rb") as f:
+                base = EventFilter.from_json(f.read()).to_dict()
+        except OSError as e:
+            raise UsageError(f"cannot read --filter {args.filter!r}: {e.strerror}") from None
+    def extend(key: str, values: list[Any]) -> None:
+        if values:
+            base[key] = [*base.get(key, []), *values]
+    extend("pids", int_list("--pid", getattr(args, "pid", None)))
+    extend("uids", int_list("--uid", args.uid))
+    extend("comm", split_list(args.comm))
+    extend("excludeComm", split_list(args.exclude_comm))
+    extend("cgroupPaths", split_list(args.cgroup))
+    extend("containerIds", split_list(args.container))
+    if getattr(args, "no_follow", False):
+        base["followChildren"] = False
+    return EventFilter.from_dict(base)
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
     types = parse_types(args.types) or PROCESS_TYPES
     cfg = perf_config(args)
+    event_filter = build_filter(args)
     out = open_output(args.output, sys.stdout.buffer)
     write = make_writer(out, args.format)
     counter = Counter()
     try:
         async with CaptureManager(cfg) as mgr, await mgr.subscribe(types) as sub:
+            if event_filter != EventFilter():
+                await mgr.set_filter(event_filter)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(stop_on_signals, mgr)
                 if sys.stderr.isatty() and out is not sys.stderr.buffer:
@@ -174,27 +222,19 @@ async def stream(sub: Subscription, write: Callable[[list[Any]], None], counter:
         write(batch)
 
 
-class PidTree:
-    """The processes of one command: its pid and every process forked below it.
-
-    Userspace tracking from fork events (ring order guarantees a fork is seen
-    before any event of the child).
-    """
+class ProcessTable:
+    """The processes seen in a command's events, for its summary. Which events
+    belong to the command is decided in the kernel (its pid tree is followed
+    from fork events); this only collects what arrives."""
 
     def __init__(self, root: int) -> None:
         self.root = root
-        self.pids = {root}
         self.root_exit: Optional[Any] = None
         self.processes: dict[int, dict[str, Any]] = {}
 
-    def accept(self, e: Any) -> bool:
+    def add(self, e: Any) -> None:
         t = e.type_id
-        if t == EventType.LOSS:
-            return True
-        if e.pid not in self.pids:
-            return False
         if t == EventType.PROCESS_FORK:
-            self.pids.add(e.child_pid)
             self.processes.setdefault(e.child_pid, {"pid": e.child_pid, "ppid": e.pid})
         elif t == EventType.PROCESS_EXEC:
             p = self.processes.setdefault(e.pid, {"pid": e.pid, "ppid": e.ppid})
@@ -206,7 +246,20 @@ class PidTree:
             p["signal"] = e.signal
             if e.pid == self.root:
                 self.root_exit = e
-        return True
+
+
+async def wait_stopped(pid: int, timeout: float = 10.0) -> None:
+    """Waits until process `pid` has stopped itself (state T in /proc)."""
+    with anyio.fail_after(timeout):
+        while True:
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as f:
+                    state = f.read().rsplit(b")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                raise BpfcapError(f"the command's process {pid} went away before it could be followed") from None
+            if state in (b"T", b"t"):
+                return
+            await anyio.sleep(0.001)
 
 
 async def cmd_exec(args: argparse.Namespace) -> int:
@@ -215,32 +268,40 @@ async def cmd_exec(args: argparse.Namespace) -> int:
         command = command[1:]
     if not command:
         raise UsageError("exec needs a command: bpfcap exec [options] -- CMD [ARGS...]")
+    if args.pid or args.no_follow:
+        raise UsageError("--pid and --no-follow do not apply to exec: it follows its command's process tree")
+    if shutil.which(command[0]) is None:
+        print(f"bpfcap: {command[0]}: command not found", file=sys.stderr)
+        return 127
     types = (parse_types(args.types) or PROCESS_TYPES) | PROCESS_TYPES
+    user_filter = build_filter(args)
     out = open_output(args.output, sys.stderr.buffer)
     write = make_writer(out, args.format)
     counter = Counter()
     try:
         async with CaptureManager(perf_config(args)) as mgr, await mgr.subscribe(types) as sub:
-            # Armed before the command starts, so its exec is never missed.
-            try:
-                proc = await anyio.open_process(command, stdin=None, stdout=None, stderr=None)
-            except FileNotFoundError:
-                print(f"bpfcap: {command[0]}: command not found", file=sys.stderr)
-                return 127
-            except PermissionError:
-                print(f"bpfcap: {command[0]}: permission denied", file=sys.stderr)
-                return 126
-            tree = PidTree(proc.pid)
+            # Nothing passes until the command's pid is known (the kernel makes
+            # no loss events itself, so this lets nothing through); the command
+            # stops itself before exec, and continues once the kernel follows
+            # its pid: its exec and everything after are captured.
+            await mgr.set_filter(EventFilter(event_types=(EventType.LOSS,)))
+            proc = await anyio.open_process(
+                ["/bin/sh", "-c", 'kill -STOP $$; exec "$@"', "bpfcap-exec", *command], stdin=None, stdout=None, stderr=None
+            )
+            await wait_stopped(proc.pid)
+            await mgr.set_filter(dataclasses.replace(user_filter, pids=(proc.pid,), follow_children=True))
+            await mgr.track(proc.pid, args.label or command[0])
+            proc.send_signal(signal.SIGCONT)
+            table = ProcessTable(proc.pid)
             async with anyio.create_task_group() as tg:
-
                 consumed = anyio.Event()
 
                 async def consume() -> None:
                     async for batch in sub.batches():
-                        mine = [e for e in batch if tree.accept(e)]
-                        if mine:
-                            counter.add(mine)
-                            write(mine)
+                        for e in batch:
+                            table.add(e)
+                        counter.add(batch)
+                        write(batch)
                     consumed.set()
 
                 tg.start_soon(consume)
@@ -249,7 +310,7 @@ async def cmd_exec(args: argparse.Namespace) -> int:
                 # Wait (briefly) until the command's own exit event has come through the ring,
                 # then end the capture; `consume` writes what is left and returns.
                 with anyio.move_on_after(max(2.0, 20 * args.poll_interval)):
-                    while tree.root_exit is None:
+                    while table.root_exit is None:
                         await anyio.sleep(args.poll_interval)
                 mgr.request_stop()
                 await consumed.wait()
@@ -258,14 +319,14 @@ async def cmd_exec(args: argparse.Namespace) -> int:
         if out is not sys.stderr.buffer:
             out.close()
     code = rc if rc >= 0 else 128 - rc
-    print_exec_summary(tree, counter, code)
+    print_exec_summary(table, counter, code)
     if args.summary:
         with open_output(args.summary, sys.stderr.buffer) as f:
-            f.write(orjson.dumps(exec_summary(tree, counter, code), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+            f.write(orjson.dumps(exec_summary(table, counter, code), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
     return code
 
 
-def exec_summary(tree: PidTree, counter: Counter, code: int) -> dict[str, Any]:
+def exec_summary(tree: ProcessTable, counter: Counter, code: int) -> dict[str, Any]:
     return {
         "exit_code": code,
         "processes": [tree.processes[p] for p in sorted(tree.processes)],
@@ -274,7 +335,7 @@ def exec_summary(tree: PidTree, counter: Counter, code: int) -> dict[str, Any]:
     }
 
 
-def print_exec_summary(tree: PidTree, counter: Counter, code: int) -> None:
+def print_exec_summary(tree: ProcessTable, counter: Counter, code: int) -> None:
     lines = [f"bpfcap: command exited with {code}; {len(tree.processes)} process(es):"]
     for pid in sorted(tree.processes):
         p = tree.processes[pid]
@@ -365,6 +426,17 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--batch-size", type=int, default=PerformanceConfig.batch_size)
         sp.add_argument("--poll-interval", type=float, default=PerformanceConfig.poll_interval,
                         help="seconds between reads at the latest")
+        f = sp.add_argument_group("filters (in the kernel; AND across flags, OR within one; repeat or use commas)")
+        f.add_argument("--pid", action="append", help="process ids (and, unless --no-follow, every process they fork)")
+        f.add_argument("--uid", action="append", help="user ids")
+        f.add_argument("--comm", action="append", help="command names to keep (at most 15 bytes)")
+        f.add_argument("--exclude-comm", action="append", help="command names to drop")
+        f.add_argument("--cgroup", action="append", help="cgroup v2 paths; each matches its whole subtree")
+        f.add_argument("--container", action="append", help="container ids (12-64 hex digits), also ones started later")
+        f.add_argument("--no-follow", action="store_true", help="--pid matches those processes only, not their children")
+        f.add_argument("--filter", metavar="FILE.json", help="an EventFilter as JSON (the flags add to it)")
+        f.add_argument("--sampling-rate", type=float, default=1.0, help="fraction of events kept, in (0, 1]")
+        f.add_argument("--max-events-per-sec", type=int, default=0, help="rate limit in the kernel (0: none)")
 
     run = sub.add_parser("run", help="stream events until stopped")
     common(run)
@@ -374,6 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("exec", help="run a command and capture it and its descendants")
     common(ex)
     ex.add_argument("--summary", help="write a JSON summary to FILE (created mode 0600)")
+    ex.add_argument("--label", help="session label of the command's events (default: the command's name)")
     ex.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
 
     doc = sub.add_parser("doctor", help="check the kernel, privileges and which mechanism each probe uses")

@@ -9,7 +9,8 @@ from typing import Any, Mapping
 import orjson
 
 from . import _native
-from .errors import ConfigError
+from .errors import BpfcapError, ConfigError
+from .events import EventType
 
 __all__ = ["PerformanceConfig"]
 
@@ -38,7 +39,8 @@ def _seconds(field: str, value: Any) -> float:
 class PerformanceConfig:
     """How much the kernel buffers and how often userspace reads.
 
-    JSON names (``from_json``/``to_json``): ``ringBufferSize``, ``batchSize``, ``pollInterval``.
+    JSON names (``from_json``/``to_json``): ``ringBufferSize``, ``batchSize``,
+    ``pollInterval``, ``maxEventsPerSec``, ``samplingRate``.
     """
 
     ring_buffer_size: int = 16 << 20
@@ -47,6 +49,10 @@ class PerformanceConfig:
     """Events per batch handed to subscribers; also sets the wake-up watermark."""
     poll_interval: float = 0.02
     """Seconds between reads at the latest: bounds latency when events are few."""
+    max_events_per_sec: int = 0
+    """Global rate limit in the kernel (a token bucket over all CPUs); 0: none."""
+    sampling_rate: float | Mapping[str, float] = 1.0
+    """Fraction of events kept, in (0, 1]: one number for every type, or per type name."""
 
     def __post_init__(self) -> None:
         page = _native.PAGE_SIZE
@@ -62,13 +68,38 @@ class PerformanceConfig:
         if not 0.0001 <= pi <= 10.0:
             raise ConfigError(f"invalid pollInterval = {self.poll_interval!r}: must be from 0.1ms to 10s")
         object.__setattr__(self, "poll_interval", pi)
+        mps = self.max_events_per_sec
+        if isinstance(mps, bool) or not isinstance(mps, int) or not 0 <= mps <= 100_000_000:
+            raise ConfigError(f"invalid maxEventsPerSec = {mps!r}: must be an integer from 0 (no limit) to 100000000")
+        rates = self.sampling_rate if isinstance(self.sampling_rate, Mapping) else {"*": self.sampling_rate}
+        for name, r in rates.items():
+            if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r <= 1:
+                where = "" if name == "*" else f"[{name!r}]"
+                raise ConfigError(f"invalid samplingRate{where} = {r!r}: must be in (0, 1]")
+            if name != "*":
+                try:
+                    EventType.from_name(name)
+                except BpfcapError as e:
+                    raise ConfigError(f"invalid samplingRate key: {e}") from None
+
+    def kernel_sampling(self) -> tuple[float, list[tuple[int, float]]]:
+        """(rate for every type, [(type id, rate)]) as the kernel filter takes them."""
+        if isinstance(self.sampling_rate, Mapping):
+            return 1.0, [(int(EventType.from_name(k)), float(v)) for k, v in self.sampling_rate.items()]
+        return float(self.sampling_rate), []
 
     @property
     def wakeup_bytes(self) -> int:
         """Pending bytes at which the kernel wakes the reader (at most a quarter of the ring)."""
         return min(self.batch_size * _AVG_RECORD_BYTES, self.ring_buffer_size // 4)
 
-    _JSON = {"ringBufferSize": "ring_buffer_size", "batchSize": "batch_size", "pollInterval": "poll_interval"}
+    _JSON = {
+        "ringBufferSize": "ring_buffer_size",
+        "batchSize": "batch_size",
+        "pollInterval": "poll_interval",
+        "maxEventsPerSec": "max_events_per_sec",
+        "samplingRate": "sampling_rate",
+    }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> PerformanceConfig:
@@ -88,7 +119,10 @@ class PerformanceConfig:
         return cls.from_dict(d)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, v) for k, v in self._JSON.items()}
+        d = {k: getattr(self, v) for k, v in self._JSON.items()}
+        if isinstance(d["samplingRate"], Mapping):
+            d["samplingRate"] = dict(d["samplingRate"])
+        return d
 
     def to_json(self) -> str:
         return orjson.dumps(self.to_dict()).decode()

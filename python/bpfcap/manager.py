@@ -19,7 +19,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from . import _native
 from .config import PerformanceConfig
-from .errors import ClosedError, UnknownProbeError
+from .errors import ClosedError, ConfigError, UnknownProbeError
+from .filters import EventFilter
 from .programs import BPFProgSpec
 from .events import EventType, TypeLike, parse_types
 
@@ -158,8 +159,9 @@ class CaptureManager:
         self._subs: list[Subscription] = []
         self._stop_requested = False
         self._wait_scope: Optional[anyio.CancelScope] = None
-        self._lost_seen: list[int] = []
+        self._lost_seen: dict[str, list[int]] = {}
         self._kernel_lost = 0
+        self._filter = EventFilter()
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -170,8 +172,10 @@ class CaptureManager:
         self._native = await anyio.to_thread.run_sync(
             _native.Capture, cfg.ring_buffer_size, cfg.wakeup_bytes, self._disabled
         )
-        self._lost_seen = [0] * (max(EventType) + 1)
+        self._lost_seen = {}
         self._stop_requested = False
+        if cfg.max_events_per_sec or cfg.sampling_rate != 1.0:
+            await self.set_filter(self._filter)  # puts sampling and the rate limit in force
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._pump, self._native, name="bpfcap pump")
@@ -238,6 +242,47 @@ class CaptureManager:
             self._subs.remove(sub)
             sub._close_stream()
 
+    # -- filtering -------------------------------------------------------------------
+
+    async def set_filter(self, event_filter: EventFilter) -> None:
+        """Puts ``event_filter`` in force in the kernel, on the live programs,
+        atomically (no moment where everything or nothing passes), together with
+        the config's ``sampling_rate`` and ``max_events_per_sec``. On error the
+        previous filter stays in force."""
+        native = self._require()
+        sampling, by_type = self.config.kernel_sampling()
+        types = [int(t) for t in event_filter.event_types] or None
+        await anyio.to_thread.run_sync(
+            lambda: native.set_filter(
+                pids=list(event_filter.pids),
+                uids=list(event_filter.uids),
+                comm=list(event_filter.comm),
+                exclude_comm=list(event_filter.exclude_comm),
+                cgroup_paths=list(event_filter.cgroup_paths),
+                container_ids=list(event_filter.container_ids),
+                types=types,
+                follow_children=event_filter.follow_children,
+                sampling_rate=sampling,
+                sampling_by_type=by_type,
+                max_events_per_sec=self.config.max_events_per_sec,
+            )
+        )
+        self._filter = event_filter
+
+    @property
+    def filter(self) -> EventFilter:
+        return self._filter
+
+    async def track(self, pid: int, label: str) -> None:
+        """Labels the process tree of ``pid`` (it, its descendants now and those
+        it forks later, tracked in the kernel): their events carry ``session=label``."""
+        if isinstance(pid, bool) or not isinstance(pid, int) or pid < 1:
+            raise ConfigError(f"invalid pid = {pid!r}: must be a process id from 1")
+        if not isinstance(label, str) or not label:
+            raise ConfigError(f"invalid label = {label!r}: must be a non-empty string")
+        native = self._require()
+        await anyio.to_thread.run_sync(native.track, pid, label)
+
     # -- programs --------------------------------------------------------------------
 
     async def load_program(self, spec: BPFProgSpec) -> None:
@@ -276,8 +321,16 @@ class CaptureManager:
     def stats(self) -> dict[str, Any]:
         """Reader and delivery counters."""
         native = self._require()
-        st = dict(native.stats())
+        st: dict[str, Any] = dict(native.stats())
         st["lost_in_kernel"] = sum(native.lost_in_kernel())
+        drops = native.drops()
+        for reason, counts in drops.items():
+            st[reason] = sum(counts)
+        st["by_type"] = {
+            t.json_name: {reason: counts[t] for reason, counts in drops.items() if counts[t]}
+            for t in EventType
+            if any(counts[t] for counts in drops.values())
+        }
         st["dropped_at_subscribers"] = sum(s.dropped for s in self._subs)
         return st
 
@@ -331,15 +384,24 @@ class CaptureManager:
                 sub._offer([e for e in batch if e.type_id in ids])
 
     def _check_kernel_loss(self, native: _native.Capture) -> None:
-        """Turns increases of the kernel's per-type loss counters into loss events."""
-        for type_id, total in enumerate(native.lost_in_kernel()):
-            new = total - self._lost_seen[type_id]
-            if new <= 0:
-                continue
-            self._lost_seen[type_id] = total
-            self._kernel_lost += new
-            notice = [_native.loss_event(new, "kernel_ring_full", type_id)]
-            for sub in tuple(self._subs):
-                if type_id in sub._type_ids:
-                    sub._offer(notice)
-
+        """Turns increases of the kernel's per-type counters of lost (ring full),
+        sampled-out and rate-limited events into in-band loss events."""
+        drops = native.drops()
+        counters = {
+            "kernel_ring_full": native.lost_in_kernel(),
+            "sampled": drops["sampled"],
+            "rate_limited": drops["rate_limited"],
+        }
+        for reason, totals in counters.items():
+            seen = self._lost_seen.setdefault(reason, [0] * len(totals))
+            for type_id, total in enumerate(totals):
+                new = total - seen[type_id]
+                if new <= 0:
+                    continue
+                seen[type_id] = total
+                if reason == "kernel_ring_full":
+                    self._kernel_lost += new
+                notice = [_native.loss_event(new, reason, type_id)]
+                for sub in tuple(self._subs):
+                    if type_id in sub._type_ids:
+                        sub._offer(notice)

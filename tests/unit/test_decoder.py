@@ -11,7 +11,7 @@ from bpfcap import EventType, _native
 
 DATA = json.loads(pathlib.Path(__file__).parent.parent.joinpath("data/process_records.json").read_text())
 RECORDS = [bytes.fromhex(r["hex"]) for r in DATA["records"]]
-HEADER_SIZE = 72
+HEADER_SIZE = 80
 
 
 def decode(records):
@@ -53,7 +53,7 @@ def test_killed_process_reports_signal() -> None:
 def test_json_has_the_documented_keys() -> None:
     events, _ = decode(RECORDS)
     common = {"type", "ts_ns", "time", "pid", "tid", "ppid", "uid", "gid", "comm", "cgroup_id",
-              "container_id", "pod_uid", "mnt_ns", "pid_ns"}
+              "container_id", "pod_uid", "mnt_ns", "pid_ns", "net_ns", "session"}
     extra = {
         "process_exec": {"filename", "argv", "argv_truncated"},
         "process_exit": {"exit_code", "signal", "core_dumped"},

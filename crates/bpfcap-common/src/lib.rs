@@ -15,6 +15,10 @@ pub const ARGV_MAX: usize = 2048;
 pub const PATH_MAX_BYTES: usize = 2048;
 /// Bytes one path component may take (NAME_MAX + NUL).
 pub const NAME_CAP: usize = 256;
+/// Entries per filter field and generation (pids, uids, comms, cgroups).
+pub const MAX_FILTER_IDS: u32 = 4096;
+/// Processes of followed trees and sessions tracked at once.
+pub const MAX_TRACKED: u32 = 32768;
 /// Directory levels a path walk climbs at most.
 pub const PATH_MAX_DEPTH: u32 = 32;
 
@@ -83,6 +87,9 @@ pub struct Header {
     pub gid: u32,
     pub mnt_ns: u32,
     pub pid_ns: u32,
+    pub net_ns: u32,
+    /// Session label id of the process tree (0: none), see [`Track`].
+    pub session: u32,
     pub _pad: u32,
     pub comm: [u8; COMM_LEN],
 }
@@ -255,7 +262,8 @@ pub struct Offsets {
     pub sk_protocol: u32,
     pub sk_type: u32,
     pub msghdr_name: u32,
-    pub _pad: u32,
+    pub nsproxy_net_ns: u32,
+    pub net_ns_inum: u32,
 }
 
 impl Offsets {
@@ -304,7 +312,8 @@ impl Offsets {
         sk_protocol: NO_OFFSET,
         sk_type: NO_OFFSET,
         msghdr_name: NO_OFFSET,
-        _pad: 0,
+        nsproxy_net_ns: NO_OFFSET,
+        net_ns_inum: NO_OFFSET,
     };
 }
 
@@ -360,33 +369,146 @@ impl Settings {
     pub const DEFAULT: Self = Self { wakeup_bytes: 0, tp_sock: SockStateLayout::UNKNOWN };
 }
 
+/// `FilterConfig::fields` bits: which `EventFilter` fields constrain.
+pub mod filter_field {
+    pub const PIDS: u32 = 1 << 0;
+    pub const UIDS: u32 = 1 << 1;
+    pub const COMM: u32 = 1 << 2;
+    pub const EXCLUDE_COMM: u32 = 1 << 3;
+    pub const CGROUPS: u32 = 1 << 4;
+}
+
+/// `FILTER_COMMS` values.
+pub mod comm_match {
+    pub const INCLUDE: u8 = 1;
+    pub const EXCLUDE: u8 = 2;
+}
+
+/// Why the programs dropped an event before the ring, for the per-kind
+/// counters in `BPFCAP_DROPS` (index `reason * kind::COUNT + kind`).
+pub mod drop_reason {
+    pub const FILTERED: u32 = 0;
+    pub const SAMPLED: u32 = 1;
+    pub const RATE_LIMITED: u32 = 2;
+    pub const COUNT: u32 = 3;
+}
+
+/// One generation of the filter. Userspace fills the inactive generation,
+/// then flips `BPFCAP_FILTER_GEN`: a program sees one whole filter or the other.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FilterConfig {
+    /// `filter_field` bits of the non-empty fields.
+    pub fields: u32,
+    /// 1: processes forked by a matched pid match too (tracked in `BPFCAP_TRACKED`).
+    pub follow_children: u32,
+    /// Bit `k` set: events of kind `k` pass (`eventTypes`).
+    pub types: u64,
+    /// Bit `l` set: some filtered cgroup sits at level `l` of the hierarchy.
+    pub cgroup_levels: u64,
+    /// Global token bucket: events per second (0: no limit) and bucket size.
+    pub rate_per_sec: u32,
+    pub rate_burst: u32,
+    /// Per kind: keep an event when a random u32 is below this (u32::MAX: keep all).
+    pub sample: [u32; kind::COUNT as usize],
+    /// 1 when session labels or pid trees are tracked: programs then look the
+    /// current process up in `BPFCAP_TRACKED`.
+    pub tracking: u32,
+    pub _pad: u32,
+}
+
+impl FilterConfig {
+    /// Everything passes.
+    pub const OPEN: Self = Self {
+        fields: 0,
+        follow_children: 1,
+        types: u64::MAX,
+        cgroup_levels: 0,
+        rate_per_sec: 0,
+        rate_burst: 0,
+        sample: [u32::MAX; kind::COUNT as usize],
+        tracking: 0,
+        _pad: 0,
+    };
+}
+
+/// Key of the filter's id sets (`BPFCAP_FILTER_PIDS`, `_UIDS`): generation and id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GenId {
+    pub gen: u32,
+    pub id: u32,
+}
+
+/// Key of `BPFCAP_FILTER_CGROUPS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GenCgroup {
+    pub gen: u64,
+    pub id: u64,
+}
+
+/// Key of `BPFCAP_FILTER_COMMS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct GenComm {
+    pub gen: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// A tracked process (`BPFCAP_TRACKED`, by tgid): the filter pid or labelled
+/// process its tree descends from, and its session label id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Track {
+    pub root: u32,
+    pub session: u32,
+}
+
+/// The global token bucket's state (`BPFCAP_RATE`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RateState {
+    /// Tokens available, in thousandths of an event.
+    pub milli_tokens: i64,
+    pub last_ns: u64,
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: plain-old-data: repr(C), integer fields only, explicit padding.
     unsafe impl aya::Pod for super::Offsets {}
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::ProbeSettings {}
+    unsafe impl aya::Pod for super::FilterConfig {}
+    unsafe impl aya::Pod for super::GenId {}
+    unsafe impl aya::Pod for super::GenCgroup {}
+    unsafe impl aya::Pod for super::GenComm {}
+    unsafe impl aya::Pod for super::Track {}
+    unsafe impl aya::Pod for super::RateState {}
 }
 
 // The layout both sides rely on, checked when compiling for the BPF target and
 // for the host alike: a change that moves a field fails the build on both.
 const _: () = {
     use core::mem::{offset_of, size_of};
-    assert!(size_of::<Header>() == 72);
+    assert!(size_of::<Header>() == 80);
     assert!(offset_of!(Header, ts_ns) == 8);
     assert!(offset_of!(Header, cgroup_id) == 16);
     assert!(offset_of!(Header, pid) == 24);
-    assert!(offset_of!(Header, comm) == 56);
-    assert!(offset_of!(ExecRecord, filename_len) == 72);
-    assert!(offset_of!(ExecRecord, data) == 80);
-    assert!(size_of::<ExitRecord>() == 80);
-    assert!(size_of::<ForkRecord>() == 80);
-    assert!(size_of::<Offsets>() == 45 * 4);
+    assert!(offset_of!(Header, session) == 56);
+    assert!(offset_of!(Header, comm) == 64);
+    assert!(offset_of!(ExecRecord, filename_len) == 80);
+    assert!(offset_of!(ExecRecord, data) == 88);
+    assert!(size_of::<ExitRecord>() == 88);
+    assert!(size_of::<ForkRecord>() == 88);
+    assert!(size_of::<Offsets>() == 46 * 4);
     assert!(size_of::<Settings>() == 32);
-    assert!(size_of::<NetRecord>() == 120);
-    assert!(offset_of!(FileRecord, data) == 96);
+    assert!(size_of::<NetRecord>() == 128);
+    assert!(offset_of!(FileRecord, data) == 104);
+    assert!(size_of::<FilterConfig>() == 32 + 4 * kind::COUNT as usize + 8);
     assert!(PATH_MAX_BYTES.is_power_of_two() && NAME_CAP.is_power_of_two());
-    assert!(offset_of!(ProbeRecord, data) == 144);
+    assert!(offset_of!(ProbeRecord, data) == 152);
     assert!(PROBE_DATA_AREA.is_power_of_two() && PROBE_STRS * PROBE_STR_MAX + PROBE_DATA_MAX <= PROBE_DATA_AREA);
     // Masking tricks in the exec program need power-of-two bounds.
     assert!(FILENAME_MAX.is_power_of_two() && ARGV_MAX.is_power_of_two());

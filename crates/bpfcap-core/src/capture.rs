@@ -7,7 +7,10 @@ use std::{
     time::Duration,
 };
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use aya::{
     maps::{Array, MapData, PerCpuArray, RingBuf},
@@ -20,8 +23,10 @@ use crate::{
     btf::Btf,
     decode::{decode, DecodeStats},
     error::{Error, Result},
+    cgroups::{self, CgroupInfo},
     clock,
-    event::{kind_name, Event, Payload},
+    event::{kind_name, Event, FieldValue, Payload},
+    filter::{FilterMaps, FilterSpec},
     offsets,
     probes::{self, Plan, ProbeSpec, ProgType},
     sys, tracefs,
@@ -30,6 +35,13 @@ use crate::{
 
 /// The BPF object built from `bpf-rs/` by build.rs.
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bpfcap.bpf.o"));
+
+/// The probes that keep the kernel's process trees (followed pids, sessions) current.
+const TRACKING_PROBES: [&str; 2] = ["sched_process_fork", "sched_process_exit"];
+/// The internal probe following cgroup creation for `containerIds` filters.
+const CGROUP_WATCH: &str = "__bpfcap_cgroup_watch";
+/// Entries of the cgroup enrichment cache before it is cleared.
+const CGROUP_CACHE_MAX: usize = 4096;
 
 const RING_MAP: &str = "BPFCAP_EVENTS";
 const LOST_MAP: &str = "BPFCAP_LOST";
@@ -45,6 +57,8 @@ pub struct ProbeStatus {
     pub attachments: Vec<(&'static str, &'static str)>,
     /// Why each preferred plan before it failed (`mechanism: reason`).
     pub skipped: Vec<String>,
+    /// Whether its events are wanted (else it is attached for process-tree tracking only).
+    pub enabled: bool,
 }
 
 /// Load-time settings of a capture.
@@ -83,6 +97,8 @@ pub struct ReaderStats {
     pub polls: u64,
     pub batches: u64,
     pub decode: DecodeStats,
+    /// Events whose cgroup could not be resolved (gone before enrichment).
+    pub enrich_failed: u64,
 }
 
 /// One (program, target) attachment, shared by the probes that use it.
@@ -105,6 +121,11 @@ pub struct Capture {
     /// User-defined probes, each an object instance with its own ring.
     user: Vec<UserProbe>,
     next_probe_id: u32,
+    filter: FilterMaps,
+    /// Session labels by id - 1.
+    labels: Vec<Arc<str>>,
+    /// cgroup id -> what its path says (None: gone before we looked).
+    cgroup_cache: HashMap<u64, Option<Arc<CgroupInfo>>>,
     /// Our BTF reader, for user probes' argument counts (read on first use).
     kernel_btf: Option<Btf>,
     /// Every ring's fd is registered here; readable when any ring is.
@@ -152,6 +173,7 @@ impl Capture {
         let lost = PerCpuArray::try_from(lost).map_err(|e| map_error(LOST_MAP, e))?;
         let enabled = take_map(&mut ebpf, ENABLED_MAP)?;
         let enabled = Array::try_from(enabled).map_err(|e| map_error(ENABLED_MAP, e))?;
+        let filter = FilterMaps::take(&mut ebpf)?;
         let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if epoll < 0 {
             return Err(Error::io("creating an epoll instance", io::Error::last_os_error()));
@@ -170,6 +192,9 @@ impl Capture {
             disabled,
             user: Vec::new(),
             next_probe_id: 1,
+            filter,
+            labels: Vec::new(),
+            cgroup_cache: HashMap::new(),
             kernel_btf: None,
             epoll,
             ring_size: config.ring_size,
@@ -227,9 +252,20 @@ impl Capture {
         self.enable(probe)
     }
 
-    /// Attaches a probe by the first of its plans that works; the error names
-    /// every plan tried and why it failed.
+    /// Attaches a probe by the first of its plans that works and asks its
+    /// programs for events; the error names every plan tried and why it failed.
     pub fn enable(&mut self, probe: &'static ProbeSpec) -> Result<()> {
+        self.attach_probe(probe)?;
+        self.enabled.set(probe.kind as u32, 1, 0).map_err(|e| map_error(ENABLED_MAP, e))?;
+        if let Some(st) = self.active.iter_mut().find(|a| a.name == probe.name) {
+            st.enabled = true;
+        }
+        Ok(())
+    }
+
+    /// Attaches a probe without asking for its events (the fork and exit
+    /// programs keep the kernel's process trees up to date).
+    fn attach_probe(&mut self, probe: &'static ProbeSpec) -> Result<()> {
         if self.active.iter().any(|a| a.name == probe.name) {
             return Ok(());
         }
@@ -241,13 +277,13 @@ impl Capture {
             }
             match self.attach_plan(plan) {
                 Ok(attachments) => {
-                    self.enabled.set(probe.kind as u32, 1, 0).map_err(|e| map_error(ENABLED_MAP, e))?;
                     self.active.push(ProbeStatus {
                         name: probe.name,
                         kind: probe.kind,
                         mechanism: plan.mechanism,
                         attachments,
                         skipped,
+                        enabled: false,
                     });
                     return Ok(());
                 }
@@ -304,13 +340,94 @@ impl Capture {
 
     /// Detaches a built-in probe (by its name); its kind stops being produced.
     pub fn disable(&mut self, name: &str) -> Result<bool> {
-        let Some(i) = self.active.iter().position(|a| a.name == name) else { return Ok(false) };
-        let status = self.active.remove(i);
-        self.enabled.set(status.kind as u32, 0, 0).map_err(|e| map_error(ENABLED_MAP, e))?;
-        for key in status.attachments {
-            self.release(key);
+        let Some(i) = self.active.iter().position(|a| a.name == name && a.enabled) else { return Ok(false) };
+        self.enabled.set(self.active[i].kind as u32, 0, 0).map_err(|e| map_error(ENABLED_MAP, e))?;
+        self.active[i].enabled = false;
+        if !(self.filter.tracking() && TRACKING_PROBES.contains(&name)) {
+            let status = self.active.remove(i);
+            for key in status.attachments {
+                self.release(key);
+            }
         }
         Ok(true)
+    }
+
+    /// Puts a filter in force on the live programs (see [`FilterMaps::apply`]):
+    /// cgroup paths and container ids are resolved to cgroup ids first. On
+    /// error the previous filter stays in force.
+    pub fn set_filter(&mut self, mut spec: FilterSpec) -> Result<()> {
+        spec.cgroups.clear();
+        for p in &spec.cgroup_paths {
+            spec.cgroups.push(cgroups::resolve_path(p)?);
+        }
+        for id in &spec.container_ids {
+            if !cgroups::valid_container_id(id) {
+                return Err(Error::Config {
+                    field: "containerIds",
+                    value: id.clone(),
+                    allowed: "12 to 64 hexadecimal digits".into(),
+                });
+            }
+            spec.cgroups.extend(cgroups::find_container(id).into_iter().map(|(_, cg, level)| (cg, level)));
+        }
+        let watch = !spec.container_ids.is_empty();
+        self.filter.apply(&spec)?;
+        if watch {
+            self.watch_cgroups()?;
+        }
+        if self.filter.tracking() {
+            self.attach_tracking()?;
+        }
+        Ok(())
+    }
+
+    /// Marks the process tree of `pid` with a session label that every event
+    /// of the tree carries; returns the label's id.
+    pub fn track(&mut self, pid: u32, label: &str) -> Result<u32> {
+        let id = match self.labels.iter().position(|l| &**l == label) {
+            Some(i) => i as u32 + 1,
+            None => {
+                self.labels.push(label.into());
+                self.labels.len() as u32
+            }
+        };
+        self.filter.track(pid, id)?;
+        self.attach_tracking()?;
+        Ok(id)
+    }
+
+    fn attach_tracking(&mut self) -> Result<()> {
+        for name in TRACKING_PROBES {
+            let probe = probes::probe_by_name(name).expect("built-in probe");
+            self.attach_probe(probe)?;
+        }
+        Ok(())
+    }
+
+    /// Follows cgroup creation, so containers of a `containerIds` filter that
+    /// start later are added to it.
+    fn watch_cgroups(&mut self) -> Result<()> {
+        if self.user.iter().any(|u| &*u.name == CGROUP_WATCH) {
+            return Ok(());
+        }
+        let spec = UserProbeSpec {
+            name: CGROUP_WATCH.into(),
+            ty: ProgType::Tracepoint,
+            target: "cgroup:cgroup_mkdir".into(),
+            object: None,
+        };
+        self.load_user(spec).map(|_| ())
+    }
+
+    /// The filter in force.
+    pub fn filter_spec(&self) -> &FilterSpec {
+        &self.filter.current
+    }
+
+    /// Events the programs dropped before the ring: `[reason][kind]` for
+    /// reasons filtered, sampled, rate limited.
+    pub fn drops(&self) -> Result<Vec<Vec<u64>>> {
+        self.filter.drops()
     }
 
     /// Which program types this kernel accepts: each do-nothing test program
@@ -364,9 +481,11 @@ impl Capture {
     }
 
     /// Decodes up to `max` pending records into `out` (appended), the main
-    /// ring first, then the user probes' rings; records that fail to decode are
-    /// counted and skipped. Returns how many were read.
+    /// ring first, then the user probes' rings, and adds session labels and
+    /// container information; records that fail to decode are counted and
+    /// skipped. Returns how many records were read.
     pub fn drain(&mut self, max: usize, out: &mut Vec<Event>) -> usize {
+        let first = out.len();
         let mut n = 0;
         while n < max {
             let Some(item) = self.ring.next() else { break };
@@ -375,6 +494,7 @@ impl Capture {
                 out.push(ev);
             }
         }
+        let mut new_cgroups = Vec::new();
         for probe in &mut self.user {
             let start = out.len();
             let raw = probe.program.is_some();
@@ -397,11 +517,63 @@ impl Capture {
                     probe.resolve(p);
                 }
             }
+            if &*probe.name == CGROUP_WATCH {
+                new_cgroups.extend(out.drain(start..).filter_map(|ev| created_cgroup(&ev)));
+            }
+        }
+        if !new_cgroups.is_empty() {
+            self.add_container_cgroups(&new_cgroups);
+        }
+        for ev in &mut out[first..] {
+            self.enrich(ev);
         }
         if n > 0 {
             self.stats.batches += 1;
         }
         n
+    }
+
+    /// Session label and container information of an event.
+    fn enrich(&mut self, ev: &mut Event) {
+        let session = ev.hdr.session;
+        if session != 0 {
+            ev.meta.session = self.labels.get(session as usize - 1).cloned();
+        }
+        let id = ev.hdr.cgroup_id;
+        if id == 0 {
+            return;
+        }
+        if let Some(info) = self.cgroup_cache.get(&id) {
+            ev.meta.cgroup = info.clone();
+            return;
+        }
+        if self.cgroup_cache.len() >= CGROUP_CACHE_MAX {
+            self.cgroup_cache.clear();
+        }
+        let info = cgroups::path_of_id(id).map(|p| Arc::new(cgroups::parse_path(&p)));
+        if info.is_none() {
+            // Gone before we looked (or not resolvable): the event keeps null fields.
+            self.stats.enrich_failed += 1;
+        }
+        self.cgroup_cache.insert(id, info.clone());
+        ev.meta.cgroup = info;
+    }
+
+    /// cgroups created for containers a filter names: added to the filter.
+    fn add_container_cgroups(&mut self, created: &[(String, u64, u32)]) {
+        let mut spec = self.filter.current.clone();
+        let mut changed = false;
+        for (path, id, level) in created {
+            let info = cgroups::parse_path(path);
+            let Some(cid) = info.container_id else { continue };
+            if spec.container_ids.iter().any(|want| cid.starts_with(want.as_str())) && !spec.cgroups.contains(&(*id, *level)) {
+                spec.cgroups.push((*id, *level));
+                changed = true;
+            }
+        }
+        if changed {
+            let _ = self.filter.apply(&spec);
+        }
     }
 
     /// Raw records, undecoded (for recording test fixtures).
@@ -425,6 +597,20 @@ impl Capture {
         }
         Ok(out)
     }
+}
+
+/// `(path, id, level)` of a cgroup v2 directory from a `cgroup:cgroup_mkdir` event.
+fn created_cgroup(ev: &Event) -> Option<(String, u64, u32)> {
+    let Payload::Probe(p) = &ev.payload else { return None };
+    let get = |name: &str| p.fields.iter().find(|(n, _)| &**n == name).map(|(_, v)| v);
+    // root 0 is the cgroup v2 hierarchy; others are v1 controllers.
+    if !matches!(get("root"), Some(FieldValue::Int(0))) {
+        return None;
+    }
+    let Some(FieldValue::Str(path)) = get("path") else { return None };
+    let Some(FieldValue::UInt(id)) = get("id") else { return None };
+    let Some(FieldValue::Int(level)) = get("level") else { return None };
+    Some((path.clone(), *id, *level as u32))
 }
 
 fn epoll_add(epoll: &OwnedFd, fd: RawFd) -> Result<()> {

@@ -13,7 +13,7 @@ use bpfcap_common::{
 const AF_INET6: u16 = 10;
 
 use crate::{
-    event::{Event, Payload, ProbeData},
+    event::{Event, Meta, Payload, ProbeData},
     user_probe::split_probe_data,
 };
 
@@ -106,7 +106,7 @@ fn decode_inner(rec: &[u8]) -> Result<Event, DecodeError> {
         kind::PROBE => probe_payload(rec)?,
         _ => return Err(DecodeError::UnknownKind),
     };
-    Ok(Event { hdr, payload })
+    Ok(Event { hdr, payload, meta: Meta::default() })
 }
 
 fn ip(family: u16, raw: &[u8; 16]) -> IpAddr {

@@ -4,6 +4,8 @@ use std::{net::IpAddr, sync::Arc};
 
 use bpfcap_common::{kind, Header, COMM_LEN};
 
+use crate::cgroups::CgroupInfo;
+
 /// Event kinds by name, in id order; the ids are part of the public contract.
 pub const KIND_NAMES: &[(u16, &str)] = &[
     (kind::PROCESS_EXEC, "process_exec"),
@@ -110,11 +112,20 @@ pub struct ProbeData {
     pub data: Vec<u8>,
 }
 
+/// What userspace adds to an event: its session label and container.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub session: Option<Arc<str>>,
+    /// What the event's cgroup path says (None when the cgroup is gone).
+    pub cgroup: Option<Arc<CgroupInfo>>,
+}
+
 /// A decoded event: the record's common header plus its kind's payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     pub hdr: Header,
     pub payload: Payload,
+    pub meta: Meta,
 }
 
 impl Event {
@@ -133,6 +144,7 @@ impl Event {
         Self {
             hdr: Header { kind: kind::PROBE, ts_ns, ..Header::default() },
             payload: Payload::Probe(ProbeData { data, ..ProbeData::default() }),
+            meta: Meta::default(),
         }
     }
 
@@ -140,6 +152,7 @@ impl Event {
         Self {
             hdr: Header { kind: kind::LOSS, ts_ns, ..Header::default() },
             payload: Payload::Loss { count, reason, lost_kind },
+            meta: Meta::default(),
         }
     }
 }

@@ -5,10 +5,12 @@
 pub mod attach;
 pub mod btf;
 pub mod capture;
+pub mod cgroups;
 pub mod clock;
 pub mod decode;
 pub mod error;
 pub mod event;
+pub mod filter;
 pub mod offsets;
 pub mod probes;
 pub mod sys;

@@ -12,7 +12,6 @@ macro_rules! offset_table {
         pub fn from_btf(btf: &Btf) -> Offsets {
             Offsets {
                 $($field: btf.field_offset($s, $path).unwrap_or(NO_OFFSET),)*
-                _pad: 0,
             }
         }
 
@@ -70,4 +69,6 @@ offset_table! {
     sk_protocol => "sock", "sk_protocol";
     sk_type => "sock", "sk_type";
     msghdr_name => "msghdr", "msg_name";
+    nsproxy_net_ns => "nsproxy", "net_ns";
+    net_ns_inum => "net", "ns.inum";
 }

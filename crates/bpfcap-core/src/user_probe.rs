@@ -70,7 +70,15 @@ fn generic_program(ty: ProgType) -> Result<&'static str> {
 
 /// Maps of our object that a user probe's instance never uses: shrunk to one
 /// entry so each instance costs little kernel memory.
-const UNUSED_IN_USER_INSTANCES: &[&str] = &["BPFCAP_INFLIGHT", "BPFCAP_CONNECTING"];
+const UNUSED_IN_USER_INSTANCES: &[&str] = &[
+    "BPFCAP_INFLIGHT",
+    "BPFCAP_CONNECTING",
+    "BPFCAP_F_PIDS",
+    "BPFCAP_F_UIDS",
+    "BPFCAP_F_COMMS",
+    "BPFCAP_F_CGROUPS",
+    "BPFCAP_TRACKED",
+];
 
 impl UserProbe {
     /// Loads and attaches a user probe from our object (`object` bytes) or

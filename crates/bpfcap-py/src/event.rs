@@ -125,14 +125,34 @@ impl PyEvent {
     fn pid_ns(&self) -> u32 {
         self.ev.hdr.pid_ns
     }
-    /// Container id of the event's cgroup; enrichment is not wired yet, so None.
+    #[getter]
+    fn net_ns(&self) -> u32 {
+        self.ev.hdr.net_ns
+    }
+    /// The container of the event's cgroup (Docker, containerd, CRI-O, Podman).
     #[getter]
     fn container_id(&self) -> Option<String> {
-        None
+        self.ev.meta.cgroup.as_ref().and_then(|c| c.container_id.clone())
     }
+    /// The Kubernetes pod of the event's cgroup.
     #[getter]
     fn pod_uid(&self) -> Option<String> {
-        None
+        self.ev.meta.cgroup.as_ref().and_then(|c| c.pod_uid.clone())
+    }
+    /// The pod's QoS class: guaranteed, burstable or besteffort.
+    #[getter]
+    fn qos_class(&self) -> Option<&'static str> {
+        self.ev.meta.cgroup.as_ref().and_then(|c| c.qos)
+    }
+    /// The event's cgroup v2 path (None if it was gone before it could be read).
+    #[getter]
+    fn cgroup_path(&self) -> Option<String> {
+        self.ev.meta.cgroup.as_ref().map(|c| c.path.clone())
+    }
+    /// The session label of the process tree (see `CaptureManager.track`).
+    #[getter]
+    fn session(&self) -> Option<String> {
+        self.ev.meta.session.as_deref().map(str::to_owned)
     }
 
     #[getter]
@@ -374,10 +394,12 @@ impl PyEvent {
         d.set_item("gid", e.hdr.gid)?;
         d.set_item("comm", e.comm_str())?;
         d.set_item("cgroup_id", e.hdr.cgroup_id)?;
-        d.set_item("container_id", py.None())?;
-        d.set_item("pod_uid", py.None())?;
+        d.set_item("container_id", self.container_id())?;
+        d.set_item("pod_uid", self.pod_uid())?;
         d.set_item("mnt_ns", e.hdr.mnt_ns)?;
         d.set_item("pid_ns", e.hdr.pid_ns)?;
+        d.set_item("net_ns", e.hdr.net_ns)?;
+        d.set_item("session", e.meta.session.as_deref())?;
         match &e.payload {
             Payload::Exec { filename, argv, filename_truncated, argv_truncated } => {
                 d.set_item("filename", filename)?;

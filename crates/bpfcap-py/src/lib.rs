@@ -7,7 +7,7 @@ mod event;
 use std::{sync::Mutex, time::Duration};
 
 use bpfcap_core::{
-    capture, clock, decode, probes::ProgType, user_probe::UserProbeSpec, Capture, CaptureConfig,
+    capture, clock, decode, filter::FilterSpec, probes::ProgType, user_probe::UserProbeSpec, Capture, CaptureConfig,
 };
 
 use pyo3::{
@@ -124,6 +124,7 @@ impl PyCapture {
         let rows: Vec<_> = self.with(py, |s| {
             Ok(s.capture
                 .user_probes()
+                .filter(|u| !u.name.starts_with("__bpfcap"))
                 .map(|u| (u.name.to_string(), u.id, u.spec.ty.name(), u.spec.target.clone(), u.spec.object.clone()))
                 .collect())
         })?;
@@ -139,6 +140,57 @@ impl PyCapture {
                 Ok(d)
             })
             .collect()
+    }
+
+    /// Puts a filter in force in the kernel (atomically, on live programs).
+    #[pyo3(signature = (*, pids, uids, comm, exclude_comm, cgroup_paths, container_ids, types, follow_children,
+                        sampling_rate, sampling_by_type, max_events_per_sec))]
+    #[allow(clippy::too_many_arguments)]
+    fn set_filter(
+        &self,
+        py: Python<'_>,
+        pids: Vec<u32>,
+        uids: Vec<u32>,
+        comm: Vec<String>,
+        exclude_comm: Vec<String>,
+        cgroup_paths: Vec<String>,
+        container_ids: Vec<String>,
+        types: Option<Vec<u16>>,
+        follow_children: bool,
+        sampling_rate: f64,
+        sampling_by_type: Vec<(u16, f64)>,
+        max_events_per_sec: u32,
+    ) -> PyResult<()> {
+        let spec = FilterSpec {
+            pids,
+            uids,
+            comm,
+            exclude_comm,
+            cgroup_paths,
+            container_ids,
+            cgroups: Vec::new(),
+            types,
+            follow_children,
+            sampling_rate,
+            sampling_by_type,
+            max_events_per_sec,
+        };
+        self.with(py, |s| s.capture.set_filter(spec))
+    }
+
+    /// Labels the process tree of `pid`; its events carry `session`.
+    fn track(&self, py: Python<'_>, pid: u32, label: String) -> PyResult<u32> {
+        self.with(py, |s| s.capture.track(pid, &label))
+    }
+
+    /// Events dropped in the kernel before the ring: `{reason: [count per type id]}`.
+    fn drops<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = self.with(py, |s| s.capture.drops())?;
+        let out = PyDict::new(py);
+        for (name, counts) in ["filtered", "sampled", "rate_limited"].into_iter().zip(d) {
+            out.set_item(name, counts)?;
+        }
+        Ok(out)
     }
 
     /// The ring buffer's fd, for `anyio.wait_readable`.
@@ -189,6 +241,7 @@ impl PyCapture {
         d.set_item("received", st.decode.records)?;
         d.set_item("bytes", st.decode.bytes)?;
         d.set_item("decode_errors", st.decode.errors())?;
+        d.set_item("enrich_failed", st.enrich_failed)?;
         Ok(d)
     }
 
@@ -239,6 +292,7 @@ fn probe_dict<'py>(py: Python<'py>, p: &bpfcap_core::ProbeStatus) -> PyResult<Bo
     d.set_item("targets", p.attachments.iter().map(|(_, t)| *t).collect::<Vec<_>>())?;
     d.set_item("programs", p.attachments.iter().map(|(prog, _)| *prog).collect::<Vec<_>>())?;
     d.set_item("skipped", &p.skipped)?;
+    d.set_item("enabled", p.enabled)?;
     Ok(d)
 }
 
@@ -269,6 +323,7 @@ fn loss_event(count: u64, reason: &str, lost_type: Option<u16>) -> PyEvent {
         "kernel_ring_full" => "kernel_ring_full",
         "subscriber_queue_full" => "subscriber_queue_full",
         "rate_limited" => "rate_limited",
+        "sampled" => "sampled",
         _ => "other",
     };
     PyEvent::new(bpfcap_core::Event::loss(clock::monotonic_ns(), count, reason, lost_type), clock::wall_offset_ns())
