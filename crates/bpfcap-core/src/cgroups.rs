@@ -129,7 +129,7 @@ pub fn parse_path(path: &str) -> CgroupInfo {
         }
         // Kubernetes: pod<uid> (cgroupfs) or kubepods[-qos]-pod<uid_with_underscores>.slice (systemd).
         let slice = part.strip_suffix(".slice").unwrap_or(part);
-        if let Some(pos) = slice.find("pod") {
+        if let Some(pos) = slice.rfind("pod") {
             let uid = &slice[pos + 3..];
             let prefix = &slice[..pos];
             let k8s = prefix.is_empty() || prefix.starts_with("kubepods");

@@ -298,7 +298,8 @@ mod tests {
         assert_eq!(decode(&good[..10], &mut st), Err(DecodeError::Short));
         assert_eq!(decode(&good[..good.len() - 1], &mut st), Err(DecodeError::BadSize));
         let mut lying = good.clone();
-        lying[72..74].copy_from_slice(&600u16.to_le_bytes()); // filename_len beyond the record
+        let at = offset_of!(ExecRecord, filename_len);
+        lying[at..at + 2].copy_from_slice(&600u16.to_le_bytes()); // filename_len beyond the record
         assert_eq!(decode(&lying, &mut st), Err(DecodeError::BadSize));
         let unknown = bytes(&header(999, size_of::<Header>()));
         assert_eq!(decode(&unknown, &mut st), Err(DecodeError::UnknownKind));

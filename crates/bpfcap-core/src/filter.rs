@@ -136,7 +136,7 @@ impl FilterSpec {
             cgroup_levels,
             rate_per_sec: self.max_events_per_sec,
             // A tenth of a second's worth of events, saved for a burst.
-            rate_burst: (self.max_events_per_sec / 10).max(1),
+            rate_burst: if self.max_events_per_sec == 0 { 0 } else { (self.max_events_per_sec / 10).max(1) },
             sample,
             tracking: u32::from(tracking || (self.follow_children && !self.pids.is_empty())),
             _pad: 0,
