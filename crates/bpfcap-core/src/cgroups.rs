@@ -137,7 +137,8 @@ pub fn parse_path(path: &str) -> CgroupInfo {
                 info.pod_uid = Some(uid.replace('_', "-"));
             }
         }
-        if part.starts_with("kubepods") {
+        // QoS: kubepods-besteffort.slice (systemd) or kubepods/besteffort (cgroupfs).
+        if parts.first().is_some_and(|p| p.starts_with("kubepods")) {
             if part.contains("besteffort") {
                 info.qos = Some("besteffort");
             } else if part.contains("burstable") {
