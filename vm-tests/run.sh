@@ -10,19 +10,24 @@
 # The guest sees this machine's filesystem read-only (9p); the repo is writable
 # through a throw-away overlay, and vm-tests/out/ is shared read-write.
 #
-# Environment:
+# Environment (more in vm-tests/README.md):
 #   BPFCAP_VM_KERNELS  labels or vmlinuz paths (default: "5.10 6.1 6.12", plus
 #                      "host" if /boot/vmlinuz-$(uname -r) exists)
 #   BPFCAP_VM_TIMEOUT  seconds per kernel, boot + command (default 600)
 #   BPFCAP_VM_CPUS / BPFCAP_VM_MEMORY   (default 2 / 2G)
 #   BPFCAP_VM_CACHE    kernel + virtme-ng cache (default /var/cache/bpfcap-vm)
 #   BPFCAP_VM_VNG      vng binary (default $BPFCAP_VM_CACHE/venv/bin/vng, else PATH)
+#   BPFCAP_VM_TAIL     log lines shown for a failed kernel (default 40)
+#   other BPFCAP_*     exported into the guest
 #
-# Needs (see vm-tests/README.md): Debian qemu-system-x86 busybox-static kmod file
-# binutils xz-utils python3-venv debian-archive-keyring, and virtme-ng==1.42 from
-# PyPI in the venv $BPFCAP_VM_CACHE/venv. Output: vm-tests/out/<kernel>.log,
-# one "VMTEST RESULT <kernel> PASS|FAIL <seconds>" line per kernel, a summary
-# table; exit status 1 if any kernel failed.
+# Needs, as root (see vm-tests/README.md):
+#   apt-get install -y --no-install-recommends qemu-system-x86 busybox-static kmod
+#     (and file binutils python3-venv debian-archive-keyring, already on the image)
+#   /usr/bin/python3 -m venv /var/cache/bpfcap-vm/venv
+#   /var/cache/bpfcap-vm/venv/bin/pip install virtme-ng==1.42
+# Output: vm-tests/out/<kernel>.log (whole console), one line per kernel
+#   "VMTEST RESULT <kernel> PASS|FAIL <seconds>", then a summary table;
+#   exit status 1 if any kernel failed.
 set -uo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -72,7 +77,7 @@ EOF
     timeout -k 10 "$TIMEOUT" "$VNG" --run "$img" --verbose --force-9p --disable-kvm \
         --cpus "${BPFCAP_VM_CPUS:-2}" --memory "${BPFCAP_VM_MEMORY:-2G}" \
         --append "lsm=lockdown,capability,landlock,bpf" \
-        --cwd "$ROOT" --overlay-rwdir "$ROOT" --rwdir "$OUT" \
+        --user root --cwd "$ROOT" --overlay-rwdir "$ROOT" --rwdir "$OUT" \
         --exec "bash $log.sh" < /dev/null 2>&1 |
     while IFS= read -r line; do
         line=${line%$'\r'}

@@ -105,7 +105,8 @@ impl FilterSpec {
             (!self.uids.is_empty(), filter_field::UIDS),
             (!self.comm.is_empty(), filter_field::COMM),
             (!self.exclude_comm.is_empty(), filter_field::EXCLUDE_COMM),
-            (!self.cgroups.is_empty(), filter_field::CGROUPS),
+            // Containers not started yet match nothing until their cgroup appears.
+            (!(self.cgroups.is_empty() && self.cgroup_paths.is_empty() && self.container_ids.is_empty()), filter_field::CGROUPS),
         ] {
             if on {
                 fields |= bit;
