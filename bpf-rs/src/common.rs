@@ -130,7 +130,10 @@ pub fn fill_header(hdr: &mut Header, kind: u16) {
     hdr.session = 0;
     if let Some(cfg) = filter() {
         if cfg.tracking != 0 {
-            if let Some(t) = unsafe { TRACKED.get(&hdr.pid) } {
+            // The key must live on the stack: `hdr` may be ring buffer memory,
+            // which map lookups do not accept as a key before 6.x.
+            let tgid = (pid_tgid >> 32) as u32;
+            if let Some(t) = unsafe { TRACKED.get(&tgid) } {
                 hdr.session = t.session;
             }
         }
@@ -174,18 +177,25 @@ fn pid_matches(gen: u32, tgid: u32, follow: bool) -> bool {
     }
 }
 
-/// Whether the current task's cgroup lies in one of the filtered subtrees:
-/// its ancestor at each filtered level is looked up.
+/// Whether the current task's cgroup (v2) lies in one of the filtered
+/// subtrees: the ids of its kernfs node and of its ancestors up to the root
+/// are looked up. (bpf_get_current_ancestor_cgroup_id would
+/// do, but tracing programs only have it from 5.12 on.)
 #[inline(always)]
-fn cgroup_matches(gen: u32, levels: u64) -> bool {
-    for level in 0..MAX_CGROUP_LEVEL {
-        if levels & (1 << level) == 0 {
-            continue;
+fn cgroup_matches(gen: u32) -> bool {
+    let task = unsafe { h::bpf_get_current_task() };
+    let css = read_kernel::<u64>(task, off!(task_cgroups)).unwrap_or(0);
+    let cgrp = read_kernel::<u64>(css, off!(css_set_dfl_cgrp)).unwrap_or(0);
+    let mut kn = read_kernel::<u64>(cgrp, off!(cgroup_kn)).unwrap_or(0);
+    for _ in 0..MAX_CGROUP_LEVEL {
+        if kn == 0 {
+            return false;
         }
-        let id = unsafe { h::bpf_get_current_ancestor_cgroup_id(level as i32) };
-        if id != 0 && unsafe { FILTER_CGROUPS.get(&GenCgroup { gen: gen as u64, id }) }.is_some() {
+        let id = read_kernel::<u64>(kn, off!(kn_id)).unwrap_or(0);
+        if unsafe { FILTER_CGROUPS.get(&GenCgroup { gen: gen as u64, id }) }.is_some() {
             return true;
         }
+        kn = read_kernel::<u64>(kn, off!(kn_parent)).unwrap_or(0);
     }
     false
 }
@@ -247,7 +257,7 @@ fn fields_match(cfg: &FilterConfig, gen: u32) -> bool {
             return false;
         }
     }
-    if fields & filter_field::CGROUPS != 0 && !cgroup_matches(gen, cfg.cgroup_levels) {
+    if fields & filter_field::CGROUPS != 0 && !cgroup_matches(gen) {
         return false;
     }
     true

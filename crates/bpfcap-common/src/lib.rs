@@ -264,6 +264,11 @@ pub struct Offsets {
     pub msghdr_name: u32,
     pub nsproxy_net_ns: u32,
     pub net_ns_inum: u32,
+    pub task_cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
+    pub cgroup_kn: u32,
+    pub kn_parent: u32,
+    pub kn_id: u32,
 }
 
 impl Offsets {
@@ -314,6 +319,11 @@ impl Offsets {
         msghdr_name: NO_OFFSET,
         nsproxy_net_ns: NO_OFFSET,
         net_ns_inum: NO_OFFSET,
+        task_cgroups: NO_OFFSET,
+        css_set_dfl_cgrp: NO_OFFSET,
+        cgroup_kn: NO_OFFSET,
+        kn_parent: NO_OFFSET,
+        kn_id: NO_OFFSET,
     };
 }
 
@@ -404,8 +414,6 @@ pub struct FilterConfig {
     pub follow_children: u32,
     /// Bit `k` set: events of kind `k` pass (`eventTypes`).
     pub types: u64,
-    /// Bit `l` set: some filtered cgroup sits at level `l` of the hierarchy.
-    pub cgroup_levels: u64,
     /// Global token bucket: events per second (0: no limit) and bucket size.
     pub rate_per_sec: u32,
     pub rate_burst: u32,
@@ -423,7 +431,6 @@ impl FilterConfig {
         fields: 0,
         follow_children: 1,
         types: u64::MAX,
-        cgroup_levels: 0,
         rate_per_sec: 0,
         rate_burst: 0,
         sample: [u32::MAX; kind::COUNT as usize],
@@ -502,11 +509,11 @@ const _: () = {
     assert!(offset_of!(ExecRecord, data) == 88);
     assert!(size_of::<ExitRecord>() == 88);
     assert!(size_of::<ForkRecord>() == 88);
-    assert!(size_of::<Offsets>() == 46 * 4);
+    assert!(size_of::<Offsets>() == 51 * 4);
     assert!(size_of::<Settings>() == 32);
     assert!(size_of::<NetRecord>() == 128);
     assert!(offset_of!(FileRecord, data) == 104);
-    assert!(size_of::<FilterConfig>() == 32 + 4 * kind::COUNT as usize + 8);
+    assert!(size_of::<FilterConfig>() == 24 + 4 * kind::COUNT as usize + 8);
     assert!(PATH_MAX_BYTES.is_power_of_two() && NAME_CAP.is_power_of_two());
     assert!(offset_of!(ProbeRecord, data) == 152);
     assert!(PROBE_DATA_AREA.is_power_of_two() && PROBE_STRS * PROBE_STR_MAX + PROBE_DATA_MAX <= PROBE_DATA_AREA);

@@ -122,7 +122,6 @@ impl FilterSpec {
                 *slot = sample_threshold("samplingRate", r)?;
             }
         }
-        let cgroup_levels = self.cgroups.iter().fold(0u64, |m, &(_, level)| m | 1 << level.min(63));
         if let Some(&(_, level)) = self.cgroups.iter().find(|(_, l)| *l >= 16) {
             return Err(Error::Config {
                 field: "cgroupPaths",
@@ -134,7 +133,6 @@ impl FilterSpec {
             fields,
             follow_children: u32::from(self.follow_children),
             types,
-            cgroup_levels,
             rate_per_sec: self.max_events_per_sec,
             // A tenth of a second's worth of events, saved for a burst.
             rate_burst: if self.max_events_per_sec == 0 { 0 } else { (self.max_events_per_sec / 10).max(1) },
@@ -326,7 +324,6 @@ mod tests {
         let c = spec.config(false).unwrap();
         assert_eq!(c.fields, filter_field::PIDS | filter_field::COMM | filter_field::CGROUPS);
         assert_eq!(c.types, 1 << 1 | 1 << 7);
-        assert_eq!(c.cgroup_levels, 1 << 3);
         assert_eq!(c.sample[kind::PROCESS_EXEC as usize], 1 << 31);
         assert_eq!(c.sample[kind::FILE_OPEN as usize], u32::MAX);
         assert_eq!((c.rate_per_sec, c.tracking, c.follow_children), (1000, 1, 1));

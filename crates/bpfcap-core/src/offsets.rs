@@ -11,7 +11,8 @@ macro_rules! offset_table {
         /// kernel stays `NO_OFFSET` and the programs leave its value 0.
         pub fn from_btf(btf: &Btf) -> Offsets {
             Offsets {
-                $($field: btf.field_offset($s, $path).unwrap_or(NO_OFFSET),)*
+                // `a|b`: the field was renamed between kernels; the first found wins.
+                $($field: $path.split('|').find_map(|p| btf.field_offset($s, p)).unwrap_or(NO_OFFSET),)*
             }
         }
 
@@ -71,4 +72,9 @@ offset_table! {
     msghdr_name => "msghdr", "msg_name";
     nsproxy_net_ns => "nsproxy", "net_ns";
     net_ns_inum => "net", "ns.inum";
+    task_cgroups => "task_struct", "cgroups";
+    css_set_dfl_cgrp => "css_set", "dfl_cgrp";
+    cgroup_kn => "cgroup", "kn";
+    kn_parent => "kernfs_node", "parent|__parent";
+    kn_id => "kernfs_node", "id";
 }
