@@ -193,6 +193,8 @@ async def cmd_run(args: argparse.Namespace) -> int:
         async with CaptureManager(cfg) as mgr, await mgr.subscribe(types) as sub:
             if event_filter != EventFilter():
                 await mgr.set_filter(event_filter)
+            names = ", ".join(sorted(t.json_name for t in types))
+            print(f"bpfcap: capturing {names} (Ctrl-C to stop)", file=sys.stderr, flush=True)
             async with anyio.create_task_group() as tg:
                 tg.start_soon(stop_on_signals, mgr)
                 if sys.stderr.isatty() and out is not sys.stderr.buffer:

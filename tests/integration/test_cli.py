@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
-import time
 from pathlib import Path
 
 import orjson
@@ -14,6 +13,16 @@ import pytest
 
 def bpfcap(cmd: list[str], *args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def start_run(cmd: list[str], *args: str, **kw) -> tuple[subprocess.Popen[str], str]:
+    """`bpfcap run ...`, returned once it says it is capturing (slow machines and
+    emulated VMs take seconds to start)."""
+    proc = subprocess.Popen([*cmd, "run", *args], stderr=subprocess.PIPE, text=True, **kw)
+    assert proc.stderr is not None
+    first = proc.stderr.readline()
+    assert "capturing" in first, first + proc.stderr.read()
+    return proc, first
 
 
 def test_exec_propagates_exit_code_and_reports_the_shell(bpfcap_cmd: list[str], tmp_path: Path) -> None:
@@ -65,9 +74,8 @@ def test_exec_of_a_missing_program(bpfcap_cmd: list[str]) -> None:
 
 
 def test_run_streams_json_lines_with_max_events(bpfcap_cmd: list[str], token: str) -> None:
-    proc = subprocess.Popen([*bpfcap_cmd, "run", "--types", "process_exec", "--max-events", "50", "--duration", "20"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)  # let it attach
+    proc, _ = start_run(bpfcap_cmd, "--types", "process_exec", "--max-events", "50", "--duration", "60",
+                        stdout=subprocess.PIPE)
     for _ in range(60):
         subprocess.run(["/bin/echo", token], stdout=subprocess.DEVNULL)
     out, err = proc.communicate(timeout=30)
@@ -81,8 +89,7 @@ def test_run_streams_json_lines_with_max_events(bpfcap_cmd: list[str], token: st
 
 def test_run_stops_on_sigint_with_a_summary(bpfcap_cmd: list[str], tmp_path: Path) -> None:
     out = tmp_path / "run.jsonl"
-    proc = subprocess.Popen([*bpfcap_cmd, "run", "--output", str(out)], stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)
+    proc, _ = start_run(bpfcap_cmd, "--output", str(out))
     subprocess.run(["/bin/true"])
     proc.send_signal(2)
     _, err = proc.communicate(timeout=30)
@@ -93,9 +100,8 @@ def test_run_stops_on_sigint_with_a_summary(bpfcap_cmd: list[str], tmp_path: Pat
 
 
 def test_run_with_text_format(bpfcap_cmd: list[str], token: str) -> None:
-    proc = subprocess.Popen([*bpfcap_cmd, "run", "--format", "text", "--types", "process_exec", "--duration", "3"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.5)
+    proc, _ = start_run(bpfcap_cmd, "--format", "text", "--types", "process_exec", "--duration", "3",
+                        stdout=subprocess.PIPE)
     subprocess.run(["/bin/echo", token], stdout=subprocess.DEVNULL)
     out, _ = proc.communicate(timeout=30)
     line = next(line for line in out.splitlines() if token in line)

@@ -233,8 +233,11 @@ def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def podman(rootfs: Path, *args: str) -> subprocess.CompletedProcess[str]:
     # ENVIRONMENT.md: cgroupfs manager and runc work on this hybrid cgroup layout.
+    # Private storage with the vfs driver: overlay cannot stack on the overlayfs of a VM.
     env = {**os.environ, "CONTAINERS_CONF": str(rootfs.parent / "containers.conf")}
-    return subprocess.run(["podman", "--cgroup-manager=cgroupfs", "--runtime", "runc", *args],
+    store = rootfs.parent / "storage"
+    return subprocess.run(["podman", "--cgroup-manager=cgroupfs", "--runtime", "runc", "--storage-driver", "vfs",
+                           "--root", str(store / "root"), "--runroot", str(store / "run"), *args],
                           capture_output=True, text=True, env=env, timeout=120)
 
 

@@ -87,7 +87,7 @@ async def test_raw_tracepoint_arguments(token: str) -> None:
         events = await collect_until(sub, lambda seen: any(e.pid == os.getpid() for e in seen))
     e = next(e for e in events if e.pid == os.getpid())
     assert e.probe == "forks" and len(e.args) == 2  # (parent, child) task pointers
-    assert all(a >= 0xFFFF800000000000 for a in e.args)  # kernel addresses
+    assert all(a >= 1 << 63 for a in e.args)  # kernel addresses (top half, 4- or 5-level paging)
 
 
 async def test_a_users_own_object_delivers_raw_records() -> None:
