@@ -141,3 +141,44 @@ def test_doctor_text_names_fallbacks(bpfcap_cmd: list[str]) -> None:
         assert "tracepoint (fallback; skipped kprobe, fentry)" in lines["tcp_connect"]
         assert "raw_tracepoint (fallback; skipped lsm, fentry, kprobe)" in lines["bprm_check_security"]
         assert "program type     kprobe          refused" in r.stdout
+
+
+def test_run_filter_flags_and_filter_file(bpfcap_cmd: list[str], token: str, tmp_path: Path) -> None:
+    import shutil
+
+    keep = tmp_path / "bpfcapflag"
+    shutil.copy("/bin/echo", keep)
+    spec = tmp_path / "filter.json"
+    spec.write_text('{"uids": [0], "eventTypes": ["process_exec"]}')
+    proc, _ = start_run(bpfcap_cmd, "--filter", str(spec), "--comm", "bpfcapflag", "--types", "process_exec,process_exit",
+                        "--duration", "3", stdout=subprocess.PIPE)
+    subprocess.run([str(keep), token], stdout=subprocess.DEVNULL)
+    subprocess.run(["/bin/echo", token], stdout=subprocess.DEVNULL)
+    out, err = proc.communicate(timeout=60)
+    events = [orjson.loads(line) for line in out.splitlines()]
+    # comm AND uid AND eventTypes: only the exec of the renamed echo passes.
+    assert [(e["type"], e["comm"], e["argv"][-1]) for e in events] == [("process_exec", "bpfcapflag", token)]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--pid", "abc"], "--pid takes integers, not 'abc'"),
+        (["--pid", "-5"], "invalid pids entry -5"),
+        (["--container", "not-hex"], "invalid containerIds entry 'not-hex'"),
+        (["--cgroup", "/no/such/cgroup"], "invalid cgroupPaths = /no/such/cgroup"),
+        (["--sampling-rate", "0"], "invalid samplingRate = 0.0"),
+        (["--max-events-per-sec", "-1"], "invalid maxEventsPerSec = -1"),
+        (["--filter", "/no/such/file.json"], "cannot read --filter"),
+    ],
+)
+def test_bad_filter_flags(bpfcap_cmd: list[str], args: list[str], message: str) -> None:
+    r = bpfcap(bpfcap_cmd, "run", "--duration", "1", *args)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], r.stderr
+
+
+def test_exec_refuses_conflicting_flags(bpfcap_cmd: list[str]) -> None:
+    r = bpfcap(bpfcap_cmd, "exec", "--pid", "1", "--", "true")
+    assert r.returncode == 2 and "do not apply to exec" in r.stderr
