@@ -7,6 +7,8 @@ use aya_ebpf::{
     helpers::generated as h,
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
+    programs::TracePointContext,
+    EbpfContext,
 };
 use bpfcap_common::{
     comm_match, drop_reason, filter_field, kind, FilterConfig, GenCgroup, GenComm, GenId, Header, Offsets, RateState,
@@ -56,6 +58,28 @@ pub static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(drop_reason::
 
 #[map(name = "BPFCAP_RATE")]
 pub static RATE: Array<RateState> = Array::with_max_entries(1, 0);
+
+/// The last pid-filter decision on this CPU: a syscall-heavy process that the
+/// filter rejects is looked up in the hash maps once, not on every event.
+#[map(name = "BPFCAP_PID_CACHE")]
+static PID_CACHE: PerCpuArray<PidDecision> = PerCpuArray::with_max_entries(1, 0);
+
+/// Process exits so far: a cached decision is valid only while no process
+/// has exited since, so a reused pid can never inherit another's decision.
+#[map(name = "BPFCAP_EXITS")]
+static EXITS: Array<u64> = Array::with_max_entries(1, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct PidDecision {
+    /// The thread (tid and tgid) the decision is for.
+    pid_tgid: u64,
+    /// The value of `EXITS` when it was made.
+    exits: u64,
+    /// The filter generation counter it was made under.
+    gen: u32,
+    pass: u32,
+}
 
 /// Struct field offsets of the running kernel, from its BTF (set before load).
 #[no_mangle]
@@ -149,9 +173,11 @@ pub fn filter() -> Option<&'static FilterConfig> {
     FILTERS.get(gen & 1)
 }
 
+/// The filter generation counter: it changes whenever the filter does; its
+/// parity selects which half of the filter maps is in force.
 #[inline(always)]
-fn filter_gen() -> u32 {
-    FILTER_GEN.get(0).map_or(0, |g| *g & 1)
+fn filter_counter() -> u32 {
+    FILTER_GEN.get(0).map_or(0, |g| *g)
 }
 
 #[inline(always)]
@@ -163,18 +189,39 @@ fn count_drop(reason: u32, kind: u16) {
 
 /// Whether the current process belongs to the pid set, directly or (with
 /// follow_children) as a descendant tracked from fork events.
+///
+/// With follow_children, userspace puts the filter pids themselves into
+/// `TRACKED`, so a process outside every tree costs one lookup.
 #[inline(always)]
 fn pid_matches(gen: u32, tgid: u32, follow: bool) -> bool {
-    if unsafe { FILTER_PIDS.get(&GenId { gen, id: tgid }) }.is_some() {
-        return true;
-    }
     if !follow {
-        return false;
+        return unsafe { FILTER_PIDS.get(&GenId { gen, id: tgid }) }.is_some();
     }
     match unsafe { TRACKED.get(&tgid) } {
-        Some(t) if t.root != 0 => unsafe { FILTER_PIDS.get(&GenId { gen, id: t.root }) }.is_some(),
-        _ => false,
+        None => false,
+        Some(t) => {
+            let root = t.root;
+            unsafe { FILTER_PIDS.get(&GenId { gen, id: root }) }.is_some()
+                || unsafe { FILTER_PIDS.get(&GenId { gen, id: tgid }) }.is_some()
+        }
     }
+}
+
+/// `pid_matches` through this CPU's one-entry cache. Valid while the filter
+/// generation is the same (a new filter, new pids) and no process has exited
+/// (a pid may be reused); a fork only adds new pids to the trees.
+#[inline(always)]
+fn pid_matches_cached(gen: u32, counter: u32, pid_tgid: u64, follow: bool) -> bool {
+    let tgid = (pid_tgid >> 32) as u32;
+    let exits = EXITS.get(0).map_or(0, |e| *e);
+    let Some(cache) = PID_CACHE.get_ptr_mut(0) else { return pid_matches(gen, tgid, follow) };
+    let cache = unsafe { &mut *cache };
+    if cache.pid_tgid == pid_tgid && cache.exits == exits && cache.gen == counter {
+        return cache.pass != 0;
+    }
+    let pass = pid_matches(gen, tgid, follow);
+    *cache = PidDecision { pid_tgid, exits, gen: counter, pass: pass as u32 };
+    pass
 }
 
 /// Whether the current task's cgroup (v2) lies in one of the filtered
@@ -210,14 +257,15 @@ pub fn admit(kind: u16) -> bool {
     if !enabled(kind) {
         return false;
     }
-    let gen = filter_gen();
+    let counter = filter_counter();
+    let gen = counter & 1;
     let Some(cfg) = FILTERS.get(gen) else { return true };
     if cfg.types & (1u64 << (kind as u64 & 63)) == 0 {
         count_drop(drop_reason::FILTERED, kind);
         return false;
     }
     let fields = cfg.fields;
-    if fields != 0 && !fields_match(cfg, gen) {
+    if fields != 0 && !fields_match(cfg, gen, counter) {
         count_drop(drop_reason::FILTERED, kind);
         return false;
     }
@@ -234,10 +282,10 @@ pub fn admit(kind: u16) -> bool {
 }
 
 #[inline(always)]
-fn fields_match(cfg: &FilterConfig, gen: u32) -> bool {
+fn fields_match(cfg: &FilterConfig, gen: u32, counter: u32) -> bool {
     let fields = cfg.fields;
     let pid_tgid = unsafe { h::bpf_get_current_pid_tgid() };
-    if fields & filter_field::PIDS != 0 && !pid_matches(gen, (pid_tgid >> 32) as u32, cfg.follow_children != 0) {
+    if fields & filter_field::PIDS != 0 && !pid_matches_cached(gen, counter, pid_tgid, cfg.follow_children != 0) {
         return false;
     }
     if fields & filter_field::UIDS != 0 {
@@ -303,7 +351,7 @@ pub fn track_fork(parent_tgid: u32, child_tgid: u32) {
     if cfg.tracking == 0 {
         return;
     }
-    let gen = filter_gen();
+    let gen = filter_counter() & 1;
     let entry = match unsafe { TRACKED.get(&parent_tgid) } {
         Some(t) => *t,
         None if cfg.follow_children != 0
@@ -316,9 +364,13 @@ pub fn track_fork(parent_tgid: u32, child_tgid: u32) {
     let _ = TRACKED.insert(&child_tgid, &entry, 0);
 }
 
-/// At a process's exit: forget it.
+/// At a process's exit: forget it; its pid may be reused, so cached pid
+/// decisions expire.
 #[inline(always)]
 pub fn track_exit(tgid: u32) {
+    if let Some(exits) = EXITS.get_ptr_mut(0) {
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(exits, 1) };
+    }
     if filter().is_some_and(|c| c.tracking != 0) {
         let _ = TRACKED.remove(&tgid);
     }
@@ -368,6 +420,14 @@ pub fn emit<T: 'static>(kind: u16, fill: impl FnOnce(&mut T)) {
 #[inline(always)]
 pub fn EVENTS_ptr() -> *mut core::ffi::c_void {
     &EVENTS as *const RingBuf as *mut core::ffi::c_void
+}
+
+/// Argument `i` of a syscall tracepoint record (`ret` of a sys_exit is slot 0),
+/// loaded from the context directly: no helper call on the hot path. The
+/// layout (8-byte slots from offset 16) is checked in userspace at attach time.
+#[inline(always)]
+pub fn syscall_arg(ctx: &TracePointContext, i: usize) -> u64 {
+    unsafe { *(ctx.as_ptr() as *const u8).add(16 + 8 * i).cast::<u64>() }
 }
 
 /// Whether userspace asked for events of `kind`.

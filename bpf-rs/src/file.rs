@@ -2,16 +2,18 @@
 //! permission). Each has a preferred program (kprobe or LSM), an fentry/fexit
 //! program, and a fallback on the nearest tracepoints; all send a FileRecord.
 
+use core::intrinsics::{atomic_xadd, AtomicOrdering};
+
 use aya_ebpf::{
     helpers::generated as h,
     macros::{fentry, fexit, kprobe, kretprobe, lsm, map, raw_tracepoint, tracepoint},
-    maps::HashMap,
+    maps::{Array, HashMap},
     programs::{FEntryContext, FExitContext, LsmContext, ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext},
 };
 use bpfcap_common::{flag, kind};
 
 use crate::{
-    common::{admit, file_of_fd, off, read_kernel},
+    common::{admit, file_of_fd, off, read_kernel, syscall_arg},
     path::{file_record, fill_file_path, fill_path, fill_path_string, send_file},
 };
 
@@ -22,6 +24,12 @@ const MAY_READ: u32 = 4;
 /// `struct file *` (kprobes), keyed by thread id.
 #[map(name = "BPFCAP_INFLIGHT")]
 static INFLIGHT: HashMap<u32, u64> = HashMap::with_max_entries(16384, 0);
+
+/// Entries in `INFLIGHT` (approximately: a thread that dies inside a syscall
+/// leaves one). While it is 0, exits skip the hash lookup, so a syscall whose
+/// entry was filtered out costs its exit almost nothing.
+#[map(name = "BPFCAP_INFLIGHT_N")]
+static INFLIGHT_COUNT: Array<i64> = Array::with_max_entries(1, 0);
 
 #[inline(always)]
 fn tid() -> u32 {
@@ -92,7 +100,7 @@ pub fn bpfcap_open_tp(ctx: TracePointContext) -> u32 {
     if !admit(kind::FILE_OPEN) {
         return 0;
     }
-    let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(-1);
+    let ret = syscall_arg(&ctx, 0) as i64;
     let file = file_of_fd(ret);
     if file != 0 {
         emit_file(kind::FILE_OPEN, file, ret, file_flags(file), None);
@@ -103,16 +111,28 @@ pub fn bpfcap_open_tp(ctx: TracePointContext) -> u32 {
 // -- file_read / file_write: vfs_{read,write}(struct file *, buf, count, loff_t *) ----
 
 #[inline(always)]
+fn inflight_add(delta: i64) {
+    if let Some(n) = INFLIGHT_COUNT.get_ptr_mut(0) {
+        unsafe { atomic_xadd::<i64, i64, { AtomicOrdering::Relaxed }>(n, delta) };
+    }
+}
+
+#[inline(always)]
 fn remember(value: u64) {
-    let _ = INFLIGHT.insert(&tid(), &value, 0);
+    if INFLIGHT.insert(&tid(), &value, 0).is_ok() {
+        inflight_add(1);
+    }
 }
 
 #[inline(always)]
 fn recall() -> Option<u64> {
+    if INFLIGHT_COUNT.get(0).is_none_or(|n| *n <= 0) {
+        return None;
+    }
     let t = tid();
     let v = unsafe { INFLIGHT.get(&t) }.copied();
-    if v.is_some() {
-        let _ = INFLIGHT.remove(&t);
+    if v.is_some() && INFLIGHT.remove(&t).is_ok() {
+        inflight_add(-1);
     }
     v
 }
@@ -178,8 +198,8 @@ pub fn bpfcap_wr_fx(ctx: FExitContext) -> u32 {
 /// the exit; also serves `file_permission` observed through these syscalls.
 #[inline(always)]
 fn rw_enter(ctx: &TracePointContext, k: u16, mask: u32) {
-    let fd = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(-1);
     if admit(kind::FILE_PERMISSION) {
+        let fd = syscall_arg(ctx, 0) as i64;
         let file = file_of_fd(fd);
         if file != 0 {
             let Some(rec) = file_record(kind::FILE_PERMISSION) else { return };
@@ -191,14 +211,14 @@ fn rw_enter(ctx: &TracePointContext, k: u16, mask: u32) {
         }
     }
     if admit(k) {
-        remember(fd as u64);
+        remember(syscall_arg(ctx, 0));
     }
 }
 
 #[inline(always)]
 fn rw_exit(ctx: &TracePointContext, k: u16) {
     let Some(fd) = recall() else { return };
-    let ret = unsafe { ctx.read_at::<i64>(16) }.unwrap_or(-1);
+    let ret = syscall_arg(ctx, 0) as i64;
     if ret < 0 {
         return;
     }

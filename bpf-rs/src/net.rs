@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use bpfcap_common::{flag, kind, NetRecord, SockStateLayout};
 
-use crate::common::{admit, emit, file_of_fd, fill_header, off, output, read_kernel, SETTINGS};
+use crate::common::{admit, emit, file_of_fd, fill_header, off, output, read_kernel, syscall_arg, SETTINGS};
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -241,12 +241,11 @@ fn udp_sock_of_fd(fd: i64) -> u64 {
 /// `syscalls:sys_enter_sendto(fd, buff, len, flags, addr, addr_len)`.
 #[tracepoint]
 pub fn bpfcap_sendto(ctx: TracePointContext) -> u32 {
-    let arg = |i: usize| unsafe { ctx.read_at::<u64>(16 + 8 * i) }.unwrap_or(0);
-    let sk = udp_sock_of_fd(arg(0) as i64);
+    let sk = udp_sock_of_fd(syscall_arg(&ctx, 0) as i64);
     if sk == 0 || !admit(kind::UDP_SEND) {
         return 0;
     }
-    let (len, addr) = (arg(2), arg(4));
+    let (len, addr) = (syscall_arg(&ctx, 2), syscall_arg(&ctx, 4));
     emit::<NetRecord>(kind::UDP_SEND, |rec| {
         *rec = NetRecord { hdr: rec.hdr, ..NetRecord::default() };
         from_sock(rec, sk);
@@ -263,9 +262,8 @@ pub fn bpfcap_sendto(ctx: TracePointContext) -> u32 {
 /// msghdr; bytes are the sum of the first iovecs' lengths.
 #[tracepoint]
 pub fn bpfcap_sendmsg(ctx: TracePointContext) -> u32 {
-    let arg = |i: usize| unsafe { ctx.read_at::<u64>(16 + 8 * i) }.unwrap_or(0);
-    let sk = udp_sock_of_fd(arg(0) as i64);
-    let msg = arg(1);
+    let sk = udp_sock_of_fd(syscall_arg(&ctx, 0) as i64);
+    let msg = syscall_arg(&ctx, 1);
     if sk == 0 || msg == 0 || !admit(kind::UDP_SEND) {
         return 0;
     }

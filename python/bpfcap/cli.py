@@ -109,9 +109,10 @@ async def status_line(counter: Counter) -> None:
         sys.stderr.flush()
 
 
-async def stop_on_signals(mgr: CaptureManager) -> None:
+async def stop_on_signals(mgr: CaptureManager, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
     """SIGINT/SIGTERM end the capture cleanly: what was captured is still written."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
         async for _ in signals:
             mgr.request_stop()
             return
@@ -193,10 +194,10 @@ async def cmd_run(args: argparse.Namespace) -> int:
         async with CaptureManager(cfg) as mgr, await mgr.subscribe(types) as sub:
             if event_filter != EventFilter():
                 await mgr.set_filter(event_filter)
-            names = ", ".join(sorted(t.json_name for t in types))
-            print(f"bpfcap: capturing {names} (Ctrl-C to stop)", file=sys.stderr, flush=True)
             async with anyio.create_task_group() as tg:
-                tg.start_soon(stop_on_signals, mgr)
+                await tg.start(stop_on_signals, mgr)
+                names = ", ".join(sorted(t.json_name for t in types))
+                print(f"bpfcap: capturing {names} (Ctrl-C to stop)", file=sys.stderr, flush=True)
                 if sys.stderr.isatty() and out is not sys.stderr.buffer:
                     tg.start_soon(status_line, counter)
                 if args.duration is not None:

@@ -22,6 +22,13 @@ pub fn example_getppid(_ctx: TracePointContext) -> u32 {
     0
 }
 
+/// A program that does nothing: the floor a benchmark compares bpfcap against
+/// on the same attach point.
+#[tracepoint]
+pub fn example_bare(_ctx: TracePointContext) -> u32 {
+    0
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -154,7 +154,8 @@ pub struct FilterMaps {
     tracked: HashMap<MapData, u32, Track>,
     drops: PerCpuArray<MapData, u64>,
     rate: Array<MapData, RateState>,
-    current_gen: u32,
+    /// The generation counter: its parity selects the half of the maps in force.
+    counter: u32,
     /// What is in force, to re-apply when only tracking changes.
     pub current: FilterSpec,
     sessions: bool,
@@ -183,7 +184,7 @@ impl FilterMaps {
             tracked: take(ebpf, "BPFCAP_TRACKED")?,
             drops: take(ebpf, "BPFCAP_DROPS")?,
             rate: take(ebpf, "BPFCAP_RATE")?,
-            current_gen: 0,
+            counter: 0,
             current: FilterSpec::default(),
             sessions: false,
         };
@@ -197,7 +198,8 @@ impl FilterMaps {
     /// On error nothing changes and the previous filter stays in force.
     pub fn apply(&mut self, spec: &FilterSpec) -> Result<()> {
         let config = spec.config(self.sessions)?;
-        let next = 1 - self.current_gen;
+        let counter = self.counter.wrapping_add(1);
+        let next = counter & 1;
         self.clear_gen(next)?;
         let one = |e| map_err("filter")(e);
         for &pid in &spec.pids {
@@ -220,10 +222,19 @@ impl FilterMaps {
             self.cgroups.insert(GenCgroup { gen: next as u64, id }, 1, 0).map_err(one)?;
         }
         if spec.follow_children {
-            // Processes forked before the filter was set: seed their trees from /proc.
+            // The programs look a process up in TRACKED first: the filter pids go
+            // there too, and so do descendants forked before the filter was set.
             for &pid in &spec.pids {
+                let session = self.tracked.get(&pid, 0).map(|t| t.session).unwrap_or(0);
+                self.tracked.insert(pid, Track { root: pid, session }, 0).map_err(|_| Error::Config {
+                    field: "pids",
+                    value: pid.to_string(),
+                    allowed: format!("at most {MAX_TRACKED} tracked processes at once"),
+                })?;
                 for child in cgroups::descendants(pid) {
-                    let _ = self.tracked.insert(child, Track { root: pid, session: 0 }, 0);
+                    if self.tracked.get(&child, 0).is_err() {
+                        let _ = self.tracked.insert(child, Track { root: pid, session }, 0);
+                    }
                 }
             }
         }
@@ -232,8 +243,8 @@ impl FilterMaps {
             self.rate.set(0, full, 0).map_err(one)?;
         }
         self.configs.set(next, config, 0).map_err(one)?;
-        self.gen.set(0, next, 0).map_err(one)?; // the flip: programs now read `next`
-        self.current_gen = next;
+        self.gen.set(0, counter, 0).map_err(one)?; // the flip: programs now read `next`
+        self.counter = counter;
         self.current = spec.clone();
         Ok(())
     }
@@ -263,7 +274,9 @@ impl FilterMaps {
     /// future) with session `session`.
     pub fn track(&mut self, pid: u32, session: u32) -> Result<()> {
         let e = |e| map_err("BPFCAP_TRACKED")(e);
-        let entry = Track { root: pid, session };
+        // A process already in a followed tree keeps its root: the label is added.
+        let root = self.tracked.get(&pid, 0).map(|t| t.root).unwrap_or(pid);
+        let entry = Track { root, session };
         self.tracked.insert(pid, entry, 0).map_err(|err| match err {
             aya::maps::MapError::SyscallError(_) => Error::Config {
                 field: "track",
@@ -299,9 +312,11 @@ impl FilterMaps {
             .collect()
     }
 
-    /// Whether the kernel tracks process trees now (fork and exit programs needed).
+    /// Whether the fork and exit programs must run: they keep process trees
+    /// (sessions, followed pids) current, and exits expire the programs'
+    /// cached pid decisions (a pid may be reused).
     pub fn tracking(&self) -> bool {
-        self.sessions || (self.current.follow_children && !self.current.pids.is_empty())
+        self.sessions || !self.current.pids.is_empty()
     }
 }
 
