@@ -1,0 +1,22 @@
+#!/bin/bash
+# What each VM runs (via run.sh, as root, in the repo root): what `doctor` says
+# on this kernel, the privileged suite with the preferred mechanisms, then the
+# probe tests again with each fallback forced, checking the same fields.
+set -u
+out=vm-tests/out/$(uname -r)
+mkdir -p "$out"
+py=.venv/bin/python
+export BPFCAP_TEST_BACKENDS=${BPFCAP_TEST_BACKENDS:-asyncio}
+pytest() { "$py" -m pytest -q -p no:cacheprovider "$@"; }
+rc=0
+
+$py -m bpfcap doctor --json > "$out/doctor.json" || rc=1
+echo "== preferred mechanisms"
+pytest tests/integration || rc=1
+echo "== fentry/fexit forced (kprobe and LSM disabled)"
+BPFCAP_DISABLE_MECHANISMS=kprobe,lsm pytest tests/integration/test_probes.py || rc=1
+BPFCAP_DISABLE_MECHANISMS=kprobe,lsm $py -m bpfcap doctor --json > "$out/doctor-fentry.json"
+echo "== tracepoint fallbacks forced (kprobe, fentry and LSM disabled)"
+BPFCAP_DISABLE_MECHANISMS=kprobe,fentry,lsm pytest tests/integration/test_probes.py || rc=1
+BPFCAP_DISABLE_MECHANISMS=kprobe,fentry,lsm $py -m bpfcap doctor --json > "$out/doctor-tracepoint.json"
+exit $rc
