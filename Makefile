@@ -7,14 +7,18 @@ SHELL := /bin/bash
 VENV      := .venv
 PY        := $(VENV)/bin/python
 # Debian packages: the BPF toolchain (rustc-web/cargo-web with the library
-# sources for -Z build-std, LLVM 22 for bpf-linker) and bpftool for the tests.
-DEB_PKGS  := rustc-web cargo-web rust-web-src llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev bpftool util-linux
+# sources for -Z build-std, LLVM 22 for bpf-linker); bpftool, podman + runc +
+# busybox-static (a real container) for the tests; qemu + kmod for the VM tests.
+DEB_PKGS  := rustc-web cargo-web rust-web-src llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev bpftool util-linux \
+             podman runc busybox-static qemu-system-x86 kmod python3-venv
+VM_CACHE  ?= /var/cache/bpfcap-vm
+VIRTME_NG_VERSION := 1.42
 BPF_LINKER_VERSION := 0.11.0
 RUST_SRC  := $(shell find crates bpf-rs/src -name '*.rs' 2>/dev/null) bpf-rs/Cargo.toml bpf-rs/Cargo.lock \
              Cargo.toml Cargo.lock $(wildcard crates/*/Cargo.toml)
 PY_SRC    := $(wildcard python/bpfcap/*.py) pyproject.toml
 
-.PHONY: all setup debs bpf-linker build demo test test-rust test-python lint clean
+.PHONY: all setup debs bpf-linker build demo test test-rust test-python vm-setup vm-test bench clean
 
 all: setup demo
 
@@ -50,7 +54,7 @@ demo: build
 	$(VENV)/bin/bpfcap doctor
 	$(VENV)/bin/bpfcap exec --format text -- sh -c 'echo "hello from a captured shell"; ls / >/dev/null; exit 0'
 
-test: setup test-rust test-python
+test: setup test-rust test-python vm-test
 
 test-rust:
 	cargo test --workspace
@@ -61,6 +65,24 @@ HOST_MECHANISMS ?= tracepoint,raw_tracepoint
 
 test-python: build
 	BPFCAP_EXPECT_MECHANISMS=$${BPFCAP_EXPECT_MECHANISMS:-$(HOST_MECHANISMS)} $(PY) -m pytest
+
+## virtme-ng (in its own venv: Debian's Python is "externally managed") and the Debian kernels.
+vm-setup: debs
+	@if [ "$$($(VM_CACHE)/venv/bin/vng --version 2>/dev/null | awk '{print $$NF}')" != "$(VIRTME_NG_VERSION)" ]; then \
+	  /usr/bin/python3 -m venv $(VM_CACHE)/venv && \
+	  $(VM_CACHE)/venv/bin/pip install -q virtme-ng==$(VIRTME_NG_VERSION); \
+	fi
+	vm-tests/kernels.sh >/dev/null
+
+## The privileged suite in VMs on Debian's 5.10, 6.1 and 6.12 kernels (see vm-tests/README.md).
+vm-test: build vm-setup
+	@rm -rf vm-tests/out && mkdir -p vm-tests/out; \
+	  set -o pipefail; vm-tests/run.sh bash vm-tests/suite.sh | tee vm-tests/out/run.log; rc=$$?; \
+	  $(PY) vm-tests/summary.py vm-tests/out/run.log; exit $$rc
+
+## Benchmarks (not tests): they print tables with ratios against peers measured in the same run.
+bench: build
+	cd benchmarks && ../$(PY) filter_cost.py
 
 clean:
 	rm -rf target $(VENV) python/bpfcap/*.so

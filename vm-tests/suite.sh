@@ -7,7 +7,7 @@ out=vm-tests/out/$(uname -r)
 mkdir -p "$out"
 py=.venv/bin/python
 export BPFCAP_TEST_BACKENDS=${BPFCAP_TEST_BACKENDS:-asyncio}
-pytest() { "$py" -m pytest -q -p no:cacheprovider "$@"; }
+pytest() { "$py" -m pytest -q -p no:cacheprovider --durations=5 "$@"; }
 rc=0
 
 $py -m bpfcap doctor --json > "$out/doctor.json" || rc=1
