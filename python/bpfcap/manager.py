@@ -347,11 +347,13 @@ class CaptureManager:
         next_loss_check = anyio.current_time() + _LOSS_CHECK_INTERVAL
         try:
             while not self._stop_requested:
-                # Readable only when a program forced a wake-up (enough data pending);
-                # otherwise the poll interval bounds how long records wait.
+                # The fd becomes readable only when a program forces a wake-up
+                # (a batch's worth of data is pending); otherwise the poll
+                # interval bounds how long records wait. Never per event.
                 with anyio.CancelScope() as self._wait_scope, anyio.move_on_after(interval):
                     await anyio.wait_readable(fd)
                 self._wait_scope = None
+                native.take_wakeups()
                 self._drain_all(native)
                 now = anyio.current_time()
                 if now >= next_loss_check:

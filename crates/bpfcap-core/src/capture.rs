@@ -455,29 +455,47 @@ impl Capture {
         &self.active
     }
 
-    /// An fd readable when records are pending in any ring and a program
-    /// asked for a wake-up (an epoll instance over every ring).
+    /// An fd readable when a program woke a reader (an epoll instance over
+    /// every ring, edge-triggered); call `take_wakeups` once it was.
     pub fn fd(&self) -> RawFd {
         self.epoll.as_raw_fd()
     }
 
-    /// Waits up to `timeout` for a wake-up; `Ok(true)` if the ring is readable.
+    /// Waits up to `timeout` for a wake-up of any ring (a program forced one:
+    /// enough data is pending); `Ok(true)` if one came. Records below the
+    /// watermark wake no one: the caller drains them when the timeout expires.
     pub fn poll(&mut self, timeout: Duration) -> Result<bool> {
         self.stats.polls += 1;
-        let mut pfd = libc::pollfd { fd: self.fd(), events: libc::POLLIN, revents: 0 };
-        let ts = libc::timespec {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_nsec: timeout.subsec_nanos() as libc::c_long,
-        };
-        let n = unsafe { libc::ppoll(&mut pfd, 1, &ts, std::ptr::null()) };
-        if n < 0 {
-            let err = io::Error::last_os_error();
-            if err.kind() == io::ErrorKind::Interrupted {
-                return Ok(false);
+        let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
+        self.wait_epoll(ms)
+    }
+
+    /// Consumes the wake-ups that made `fd()` readable, so that it becomes
+    /// readable again only at the next wake-up (the rings are registered
+    /// edge-triggered: pending data alone does not make it readable).
+    pub fn take_wakeups(&mut self) -> Result<bool> {
+        self.wait_epoll(0)
+    }
+
+    fn wait_epoll(&mut self, timeout_ms: i32) -> Result<bool> {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; 8];
+        let mut woken = false;
+        let mut timeout = timeout_ms;
+        loop {
+            let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, timeout) };
+            if n < 0 {
+                let err = io::Error::last_os_error();
+                if err.kind() == io::ErrorKind::Interrupted {
+                    return Ok(woken);
+                }
+                return Err(Error::io("waiting for the ring buffers", err));
             }
-            return Err(Error::io("polling the ring buffer", err));
+            woken |= n > 0;
+            if (n as usize) < events.len() {
+                return Ok(woken);
+            }
+            timeout = 0; // more ready than fit: collect the rest without waiting
         }
-        Ok(n > 0)
     }
 
     /// Decodes up to `max` pending records into `out` (appended), the main
@@ -613,8 +631,10 @@ fn created_cgroup(ev: &Event) -> Option<(String, u64, u32)> {
     Some((path.clone(), *id, *level as u32))
 }
 
+/// Registers a ring edge-triggered: it is reported once per wake-up, not for
+/// as long as data is pending (which would defeat the batching of wake-ups).
 fn epoll_add(epoll: &OwnedFd, fd: RawFd) -> Result<()> {
-    let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: fd as u64 };
+    let mut ev = libc::epoll_event { events: (libc::EPOLLIN | libc::EPOLLET) as u32, u64: fd as u64 };
     if unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
         return Err(Error::io("registering a ring buffer with epoll", io::Error::last_os_error()));
     }

@@ -168,14 +168,14 @@ fn probe_payload(rec: &[u8]) -> Result<Payload, DecodeError> {
         return Err(DecodeError::BadSize);
     }
     let (strings, data) = split_probe_data(data, nstr, data_len);
-    Ok(Payload::Probe(ProbeData {
+    Ok(Payload::Probe(Box::new(ProbeData {
         probe_id: fixed.probe_id,
         args: fixed.args[..(fixed.nargs as usize).min(PROBE_ARGS)].to_vec(),
         ret: (fixed.has_ret != 0).then_some(fixed.ret),
         strings,
         data,
         ..ProbeData::default()
-    }))
+    })))
 }
 
 /// The fixed part of a [`ProbeRecord`].
@@ -306,5 +306,14 @@ mod tests {
         let short_fork = bytes(&header(kind::PROCESS_FORK, size_of::<Header>()));
         assert_eq!(decode(&short_fork, &mut st), Err(DecodeError::Short));
         assert_eq!((st.short, st.bad_size, st.unknown_kind, st.records), (2, 2, 1, 0));
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    /// Events are moved by value into Python objects: keep them small.
+    #[test]
+    fn event_is_small() {
+        assert!(std::mem::size_of::<crate::Event>() <= 176, "{}", std::mem::size_of::<crate::Event>());
     }
 }

@@ -70,8 +70,8 @@ pub enum Payload {
         flags: Option<u32>,
         bytes: Option<i64>,
     },
-    /// A user-defined probe's event.
-    Probe(ProbeData),
+    /// A user-defined probe's event (boxed: rare, and big).
+    Probe(Box<ProbeData>),
     /// In-band notice that events were lost; produced in userspace.
     Loss {
         count: u64,
@@ -143,7 +143,7 @@ impl Event {
     pub fn raw_probe(ts_ns: u64, data: Vec<u8>) -> Self {
         Self {
             hdr: Header { kind: kind::PROBE, ts_ns, ..Header::default() },
-            payload: Payload::Probe(ProbeData { data, ..ProbeData::default() }),
+            payload: Payload::Probe(Box::new(ProbeData { data, ..ProbeData::default() })),
             meta: Meta::default(),
         }
     }

@@ -23,6 +23,24 @@ impl PyEvent {
     pub fn new(ev: Event, wall_offset_ns: i64) -> Self {
         Self { ev, wall_offset_ns }
     }
+
+    /// A batch of events as a Python list. Events hold no Python objects, so
+    /// they cannot be part of a reference cycle: they are untracked by the
+    /// cyclic garbage collector, which would otherwise walk every event of
+    /// every live batch at each collection.
+    pub fn list<'py>(
+        py: Python<'py>,
+        events: impl ExactSizeIterator<Item = Event>,
+        wall_offset_ns: i64,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        for ev in events {
+            let obj = Bound::new(py, Self::new(ev, wall_offset_ns))?;
+            unsafe { pyo3::ffi::PyObject_GC_UnTrack(obj.as_ptr().cast()) };
+            list.append(obj)?;
+        }
+        Ok(list)
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -198,6 +198,11 @@ impl PyCapture {
         self.with(py, |s| Ok(s.capture.fd()))
     }
 
+    /// Consumes the wake-ups that made `fileno()` readable (it is edge-triggered).
+    fn take_wakeups(&self, py: Python<'_>) -> PyResult<bool> {
+        self.with(py, |s| s.capture.take_wakeups())
+    }
+
     /// Blocks up to `timeout` seconds (GIL released) for a wake-up.
     fn poll(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
         let timeout = Duration::from_secs_f64(timeout.max(0.0));
@@ -212,7 +217,7 @@ impl PyCapture {
             Ok(buf)
         })?;
         let offset = self.wall_offset_ns;
-        let list = PyList::new(py, events.drain(..).map(|ev| PyEvent::new(ev, offset)));
+        let list = PyEvent::list(py, events.drain(..), offset);
         // Hand the (empty) buffer back so the next batch reuses its allocation.
         let _ = self.with(py, move |s| {
             s.buf = events;
@@ -300,12 +305,12 @@ fn probe_dict<'py>(py: Python<'py>, p: &bpfcap_core::ProbeStatus) -> PyResult<Bo
 #[pyfunction]
 fn decode_records<'py>(
     py: Python<'py>,
-    records: Vec<Vec<u8>>,
+    records: Vec<Bound<'py, PyBytes>>,
 ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyDict>)> {
     let mut stats = decode::DecodeStats::default();
-    let events: Vec<_> = records.iter().filter_map(|r| decode::decode(r, &mut stats).ok()).collect();
+    let events: Vec<_> = records.iter().filter_map(|r| decode::decode(r.as_bytes(), &mut stats).ok()).collect();
     let offset = clock::wall_offset_ns();
-    let list = PyList::new(py, events.into_iter().map(|e| PyEvent::new(e, offset)))?;
+    let list = PyEvent::list(py, events.into_iter(), offset)?;
     let d = PyDict::new(py);
     d.set_item("received", stats.records)?;
     d.set_item("bytes", stats.bytes)?;
