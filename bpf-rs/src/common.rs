@@ -144,24 +144,77 @@ pub fn fill_header(hdr: &mut Header, kind: u16) {
     hdr.gid = (uid_gid >> 32) as u32;
     hdr._pad = 0;
     unsafe { h::bpf_get_current_comm(hdr.comm.as_mut_ptr().cast(), COMM_LEN as u32) };
-    hdr.ppid = read_kernel::<u64>(task, off!(task_real_parent))
+    let now = hdr.ts_ns;
+    let (ppid, ns, session) = task_facts(task, (pid_tgid >> 32) as u32, now);
+    hdr.ppid = ppid;
+    hdr.mnt_ns = ns[0];
+    hdr.pid_ns = ns[1];
+    hdr.net_ns = ns[2];
+    hdr.session = session;
+}
+
+/// How long cached facts about a task or a file's path stay valid: bounds
+/// how stale they can be after a change nothing here observes (setns, a
+/// rename of a directory above an open file).
+pub const CACHE_TTL_NS: u64 = 100_000_000;
+
+/// What the header needs that takes pointer chasing: parent, namespaces, session.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct TaskFacts {
+    task: u64,
+    exits: u64,
+    expires: u64,
+    gen: u32,
+    ppid: u32,
+    ns: [u32; 3],
+    session: u32,
+}
+
+/// The last task's facts on this CPU: a task emitting many events reads
+/// them once. Valid while it is the same task, no process exited (a parent
+/// may have died: re-parenting), the filter (and its sessions) did not change,
+/// and for at most `CACHE_TTL_NS`.
+#[map(name = "BPFCAP_TASK_TMP")]
+static TASK_CACHE: PerCpuArray<TaskFacts> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn task_facts(task: u64, tgid: u32, now: u64) -> (u32, [u32; 3], u32) {
+    let exits = exits_so_far();
+    let gen = filter_counter();
+    let cache = TASK_CACHE.get_ptr_mut(0);
+    if let Some(c) = cache {
+        let c = unsafe { &*c };
+        if c.task == task && c.exits == exits && c.gen == gen && now < c.expires {
+            return (c.ppid, c.ns, c.session);
+        }
+    }
+    let ppid = read_kernel::<u64>(task, off!(task_real_parent))
         .and_then(|parent| read_kernel::<u32>(parent, off!(task_tgid)))
         .unwrap_or(0);
     let nsproxy = read_kernel::<u64>(task, off!(task_nsproxy)).unwrap_or(0);
-    hdr.mnt_ns = ns_inum(nsproxy, off!(nsproxy_mnt_ns), off!(mnt_ns_inum));
-    hdr.pid_ns = ns_inum(nsproxy, off!(nsproxy_pid_ns), off!(pid_ns_inum));
-    hdr.net_ns = ns_inum(nsproxy, off!(nsproxy_net_ns), off!(net_ns_inum));
-    hdr.session = 0;
-    if let Some(cfg) = filter() {
-        if cfg.tracking != 0 {
-            // The key must live on the stack: `hdr` may be ring buffer memory,
-            // which map lookups do not accept as a key before 6.x.
-            let tgid = (pid_tgid >> 32) as u32;
-            if let Some(t) = unsafe { TRACKED.get(&tgid) } {
-                hdr.session = t.session;
-            }
+    let ns = [
+        ns_inum(nsproxy, off!(nsproxy_mnt_ns), off!(mnt_ns_inum)),
+        ns_inum(nsproxy, off!(nsproxy_pid_ns), off!(pid_ns_inum)),
+        ns_inum(nsproxy, off!(nsproxy_net_ns), off!(net_ns_inum)),
+    ];
+    let mut session = 0;
+    if filter().is_some_and(|cfg| cfg.tracking != 0) {
+        // The key must live on the stack: map lookups do not accept ring
+        // buffer memory as a key before 6.x.
+        if let Some(t) = unsafe { TRACKED.get(&tgid) } {
+            session = t.session;
         }
     }
+    if let Some(c) = cache {
+        unsafe { *c = TaskFacts { task, exits, expires: now + CACHE_TTL_NS, gen, ppid, ns, session } };
+    }
+    (ppid, ns, session)
+}
+
+#[inline(always)]
+pub fn exits_so_far() -> u64 {
+    EXITS.get(0).map_or(0, |e| *e)
 }
 
 // -- the in-kernel filter ---------------------------------------------------------------
@@ -213,7 +266,7 @@ fn pid_matches(gen: u32, tgid: u32, follow: bool) -> bool {
 #[inline(always)]
 fn pid_matches_cached(gen: u32, counter: u32, pid_tgid: u64, follow: bool) -> bool {
     let tgid = (pid_tgid >> 32) as u32;
-    let exits = EXITS.get(0).map_or(0, |e| *e);
+    let exits = exits_so_far();
     let Some(cache) = PID_CACHE.get_ptr_mut(0) else { return pid_matches(gen, tgid, follow) };
     let cache = unsafe { &mut *cache };
     if cache.pid_tgid == pid_tgid && cache.exits == exits && cache.gen == counter {
@@ -455,12 +508,14 @@ pub fn file_of_fd(fd: i64) -> u64 {
     let task = unsafe { h::bpf_get_current_task() };
     let files = read_kernel::<u64>(task, off!(task_files)).unwrap_or(0);
     let fdt = read_kernel::<u64>(files, off!(files_fdt)).unwrap_or(0);
-    let max = read_kernel::<u32>(fdt, off!(fdt_max_fds)).unwrap_or(0);
-    if fd as u64 >= max as u64 {
-        return 0;
-    }
-    let fds = read_kernel::<u64>(fdt, off!(fdt_fd)).unwrap_or(0);
-    if fds == 0 {
+    // max_fds and fd are neighbours in struct fdtable: one read for both.
+    let (max, fds) = if off!(fdt_fd) == off!(fdt_max_fds) + 8 {
+        let pair = read_kernel::<[u64; 2]>(fdt, off!(fdt_max_fds)).unwrap_or([0; 2]);
+        (pair[0] as u32, pair[1])
+    } else {
+        (read_kernel::<u32>(fdt, off!(fdt_max_fds)).unwrap_or(0), read_kernel::<u64>(fdt, off!(fdt_fd)).unwrap_or(0))
+    };
+    if fd as u64 >= max as u64 || fds == 0 {
         return 0;
     }
     read_kernel::<u64>(fds + fd as u64 * 8, 0).unwrap_or(0)

@@ -2,18 +2,16 @@
 //! permission). Each has a preferred program (kprobe or LSM), an fentry/fexit
 //! program, and a fallback on the nearest tracepoints; all send a FileRecord.
 
-use core::intrinsics::{atomic_xadd, AtomicOrdering};
-
 use aya_ebpf::{
     helpers::generated as h,
     macros::{fentry, fexit, kprobe, kretprobe, lsm, map, raw_tracepoint, tracepoint},
-    maps::{Array, HashMap},
+    maps::Array,
     programs::{FEntryContext, FExitContext, LsmContext, ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext},
 };
 use bpfcap_common::{flag, kind};
 
 use crate::{
-    common::{admit, file_of_fd, off, read_kernel, syscall_arg},
+    common::{admit, count_lost, file_of_fd, off, read_kernel, syscall_arg},
     path::{file_record, fill_file_path, fill_path, fill_path_string, send_file},
 };
 
@@ -21,15 +19,23 @@ const MAY_WRITE: u32 = 2;
 const MAY_READ: u32 = 4;
 
 /// What a syscall's entry saw, for its exit: the fd (tracepoints) or the
-/// `struct file *` (kprobes), keyed by thread id.
+/// `struct file *` (kprobes). One slot per thread id modulo the table size:
+/// an array, so both sides cost a few instructions instead of hash-map
+/// updates. Two threads in flight in the same slot at once (ids equal modulo
+/// 65536) lose the older one's event, counted as lost.
 #[map(name = "BPFCAP_INFLIGHT")]
-static INFLIGHT: HashMap<u32, u64> = HashMap::with_max_entries(16384, 0);
+static INFLIGHT: Array<InFlight> = Array::with_max_entries(INFLIGHT_SLOTS, 0);
 
-/// Entries in `INFLIGHT` (approximately: a thread that dies inside a syscall
-/// leaves one). While it is 0, exits skip the hash lookup, so a syscall whose
-/// entry was filtered out costs its exit almost nothing.
-#[map(name = "BPFCAP_INFLIGHT_N")]
-static INFLIGHT_COUNT: Array<i64> = Array::with_max_entries(1, 0);
+const INFLIGHT_SLOTS: u32 = 1 << 16;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct InFlight {
+    /// Thread id + 1 (0: empty).
+    tid: u32,
+    kind: u32,
+    value: u64,
+}
 
 #[inline(always)]
 fn tid() -> u32 {
@@ -110,37 +116,35 @@ pub fn bpfcap_open_tp(ctx: TracePointContext) -> u32 {
 
 // -- file_read / file_write: vfs_{read,write}(struct file *, buf, count, loff_t *) ----
 
+/// Remembers `value` for the current thread's syscall exit.
 #[inline(always)]
-fn inflight_add(delta: i64) {
-    if let Some(n) = INFLIGHT_COUNT.get_ptr_mut(0) {
-        unsafe { atomic_xadd::<i64, i64, { AtomicOrdering::Relaxed }>(n, delta) };
+fn remember(k: u16, value: u64) {
+    let t = tid();
+    if let Some(slot) = INFLIGHT.get_ptr_mut(t & (INFLIGHT_SLOTS - 1)) {
+        let slot = unsafe { &mut *slot };
+        if slot.tid != 0 && slot.tid != t + 1 {
+            count_lost(slot.kind as u16); // another thread's syscall still in flight here
+        }
+        *slot = InFlight { tid: t + 1, kind: k as u32, value };
     }
 }
 
-#[inline(always)]
-fn remember(value: u64) {
-    if INFLIGHT.insert(&tid(), &value, 0).is_ok() {
-        inflight_add(1);
-    }
-}
-
+/// What the current thread's syscall entry remembered, if anything.
 #[inline(always)]
 fn recall() -> Option<u64> {
-    if INFLIGHT_COUNT.get(0).is_none_or(|n| *n <= 0) {
+    let t = tid();
+    let slot = unsafe { &mut *INFLIGHT.get_ptr_mut(t & (INFLIGHT_SLOTS - 1))? };
+    if slot.tid != t + 1 {
         return None;
     }
-    let t = tid();
-    let v = unsafe { INFLIGHT.get(&t) }.copied();
-    if v.is_some() && INFLIGHT.remove(&t).is_ok() {
-        inflight_add(-1);
-    }
-    v
+    slot.tid = 0;
+    Some(slot.value)
 }
 
 #[kprobe]
 pub fn bpfcap_rd_kp(ctx: ProbeContext) -> u32 {
     if admit(kind::FILE_READ) {
-        remember(ctx.arg(0).unwrap_or(0));
+        remember(kind::FILE_READ, ctx.arg(0).unwrap_or(0));
     }
     0
 }
@@ -159,7 +163,7 @@ pub fn bpfcap_rd_krp(ctx: RetProbeContext) -> u32 {
 #[kprobe]
 pub fn bpfcap_wr_kp(ctx: ProbeContext) -> u32 {
     if admit(kind::FILE_WRITE) {
-        remember(ctx.arg(0).unwrap_or(0));
+        remember(kind::FILE_WRITE, ctx.arg(0).unwrap_or(0));
     }
     0
 }
@@ -211,7 +215,7 @@ fn rw_enter(ctx: &TracePointContext, k: u16, mask: u32) {
         }
     }
     if admit(k) {
-        remember(syscall_arg(ctx, 0));
+        remember(k, syscall_arg(ctx, 0));
     }
 }
 

@@ -4,7 +4,7 @@
 use aya_ebpf::{helpers::generated as h, macros::map, maps::PerCpuArray};
 use bpfcap_common::{flag, FileRecord, NAME_CAP, PATH_MAX_BYTES, PATH_MAX_DEPTH};
 
-use crate::common::{fill_header, off, output, read_kernel};
+use crate::common::{fill_header, off, output, read_kernel, CACHE_TTL_NS};
 
 #[map(name = "BPFCAP_FILE_TMP")]
 static FILE_SCRATCH: PerCpuArray<FileRecord> = PerCpuArray::with_max_entries(1, 0);
@@ -79,12 +79,52 @@ pub fn fill_file_path(rec: &mut FileRecord, file: u64) {
     let path = file + off!(file_path) as u64;
     let mnt = read_kernel::<u64>(path, off!(path_mnt)).unwrap_or(0);
     let dentry = read_kernel::<u64>(path, off!(path_dentry)).unwrap_or(0);
-    if file != 0 && mnt != 0 && dentry != 0 {
-        fill_path(rec, dentry, mnt);
-    } else {
+    if file == 0 || mnt == 0 || dentry == 0 {
         rec.hdr.flags |= flag::PATH_TRUNCATED;
+        return;
     }
+    let Some(cache) = PATH_CACHE.get_ptr_mut(0) else { return fill_path(rec, dentry, mnt) };
+    let cache = unsafe { &mut *cache };
+    let now = rec.hdr.ts_ns;
+    let len = cache.len as usize & (PATH_MAX_BYTES - 1);
+    if cache.dentry == dentry && cache.mnt == mnt && now < cache.expires {
+        // The same file as the last event on this CPU: copy its path.
+        unsafe {
+            h::bpf_probe_read_kernel(rec.data.as_mut_ptr().cast(), len as u32, cache.data.as_ptr().cast());
+        }
+        rec.path_len = len as u16;
+        rec.path_depth = cache.depth;
+        rec.hdr.flags |= cache.flags;
+        return;
+    }
+    fill_path(rec, dentry, mnt);
+    let len = rec.path_len as usize & (PATH_MAX_BYTES - 1);
+    unsafe { h::bpf_probe_read_kernel(cache.data.as_mut_ptr().cast(), len as u32, rec.data.as_ptr().cast()) };
+    cache.dentry = dentry;
+    cache.mnt = mnt;
+    cache.expires = now + CACHE_TTL_NS;
+    cache.len = len as u16;
+    cache.depth = rec.path_depth;
+    cache.flags = rec.hdr.flags & flag::PATH_TRUNCATED;
 }
+
+/// The last path built on this CPU, by (dentry, mount): a file written over
+/// and over is walked once per `CACHE_TTL_NS`, which bounds how long a
+/// rename above it can go unnoticed.
+#[repr(C)]
+struct PathCache {
+    dentry: u64,
+    mnt: u64,
+    expires: u64,
+    len: u16,
+    depth: u16,
+    flags: u16,
+    _pad: u16,
+    data: [u8; PATH_MAX_BYTES],
+}
+
+#[map(name = "BPFCAP_PATH_TMP")]
+static PATH_CACHE: PerCpuArray<PathCache> = PerCpuArray::with_max_entries(1, 0);
 
 /// A plain string (a filename as passed to execve) as the record's path.
 #[inline(always)]

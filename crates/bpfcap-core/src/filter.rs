@@ -288,12 +288,11 @@ impl FilterMaps {
         for child in cgroups::descendants(pid) {
             let _ = self.tracked.insert(child, entry, 0);
         }
-        if !self.sessions {
-            self.sessions = true;
-            let spec = self.current.clone();
-            self.apply(&spec)?; // turns tracking on in the kernel's config
-        }
-        Ok(())
+        // Re-applying turns tracking on and starts a new generation, which
+        // expires the programs' cached sessions of already running tasks.
+        self.sessions = true;
+        let spec = self.current.clone();
+        self.apply(&spec)
     }
 
     /// Events dropped in the kernel: `[reason][kind]`.
