@@ -18,7 +18,7 @@ RUST_SRC  := $(shell find crates bpf-rs/src -name '*.rs' 2>/dev/null) bpf-rs/Car
              Cargo.toml Cargo.lock $(wildcard crates/*/Cargo.toml)
 PY_SRC    := $(wildcard python/bpfcap/*.py) pyproject.toml
 
-.PHONY: all setup debs bpf-linker build demo test test-rust test-python vm-setup vm-test bench clean
+.PHONY: all setup debs bpf-linker build demo test test-rust test-python vm-setup vm-test bench-setup bench clean
 
 all: setup demo
 
@@ -80,9 +80,18 @@ vm-test: build vm-setup
 	  set -o pipefail; vm-tests/run.sh bash vm-tests/suite.sh | tee vm-tests/out/run.log; rc=$$?; \
 	  $(PY) vm-tests/summary.py vm-tests/out/run.log; exit $$rc
 
+## The peer of the pipeline benchmark: bcc's Python API, and the kernel headers it
+## compiles against (Debian's 6.1 headers stand in for the host kernel's).
+bench-setup: debs
+	@dpkg-query -W -f='$${Status}' python3-bpfcc 2>/dev/null | grep -q 'install ok installed' || \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-bpfcc linux-headers-amd64
+	@k=$$(uname -r); h=$$(ls -d /usr/src/linux-headers-*-amd64 | sort -V | tail -1); \
+	  mkdir -p /lib/modules/$$k && ln -sfn $$h /lib/modules/$$k/build && ln -sfn $${h%-amd64}-common /lib/modules/$$k/source
+
 ## Benchmarks (not tests): they print tables with ratios against peers measured in the same run.
-bench: build
+bench: build bench-setup
 	cd benchmarks && ../$(PY) filter_cost.py
+	cd benchmarks && ../$(PY) pipeline.py
 
 clean:
 	rm -rf target $(VENV) python/bpfcap/*.so

@@ -1,0 +1,75 @@
+//! The benchmarks' Rust-only consumer: bpfcap's ring and decoder with no
+//! Python, the native ceiling the Python API is measured against.
+//!
+//!   native_consumer PID CALLS [RING_BYTES BATCH POLL_MS]
+//!
+//! Captures file_write events of PID, prints `ready` once attached, and when
+//! its stdin closes prints one JSON line: delivered, lost, cpu_s, seconds.
+
+use std::{io::Read, sync::atomic::{AtomicBool, Ordering}, sync::Arc, time::{Duration, Instant}};
+
+use bpfcap_common::kind;
+use bpfcap_core::{filter::FilterSpec, Capture, CaptureConfig, Payload};
+
+fn cpu_seconds() -> f64 {
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let usage = "usage: native_consumer PID CALLS [RING BATCH POLL_MS]";
+    let pid: u32 = args.get(1).and_then(|a| a.parse().ok()).expect(usage);
+    let calls: u64 = args.get(2).and_then(|a| a.parse().ok()).expect(usage);
+    let ring: u32 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(16 << 20);
+    let batch: usize = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(4096);
+    let poll_ms: u64 = args.get(5).and_then(|a| a.parse().ok()).unwrap_or(20);
+    let mut cap = Capture::open(CaptureConfig { ring_size: ring, wakeup_bytes: (batch as u64 * 96).min(ring as u64 / 4) }, Vec::new())
+        .expect("open capture");
+    cap.enable_kind(kind::FILE_WRITE).expect("attach");
+    cap.set_filter(FilterSpec { pids: vec![pid], ..FilterSpec::default() }).expect("filter");
+    println!("ready");
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    std::thread::spawn(move || {
+        let _ = std::io::stdin().read_to_end(&mut Vec::new());
+        s.store(true, Ordering::Relaxed);
+    });
+    let (cpu0, t0) = (cpu_seconds(), Instant::now());
+    let (mut delivered, mut sum) = (0u64, 0u64);
+    let mut done_at = None;
+    let mut buf = Vec::with_capacity(batch);
+    loop {
+        let done = stop.load(Ordering::Relaxed);
+        cap.poll(Duration::from_millis(poll_ms)).expect("poll");
+        cap.take_wakeups().expect("wakeups");
+        loop {
+            buf.clear();
+            let n = cap.drain(batch, &mut buf);
+            for e in &buf {
+                // Touch pid, tid and one payload field, as the Python consumers do.
+                if let Payload::File { bytes: Some(b), .. } = &e.payload {
+                    sum = sum.wrapping_add(u64::from(e.hdr.pid) + u64::from(e.hdr.tid) + *b as u64);
+                    delivered += 1;
+                }
+            }
+            if done_at.is_none() && delivered >= calls {
+                done_at = Some(t0.elapsed());
+            }
+            if n < batch {
+                break;
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    let lost: u64 = cap.lost_in_kernel().expect("lost").iter().sum();
+    println!(
+        "{{\"delivered\": {delivered}, \"lost\": {lost}, \"cpu_s\": {:.3}, \"seconds\": {:.3}, \"checksum\": {sum}}}",
+        cpu_seconds() - cpu0,
+        done_at.unwrap_or_else(|| t0.elapsed()).as_secs_f64()
+    );
+}
