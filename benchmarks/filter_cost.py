@@ -50,7 +50,7 @@ async def measure(calls: int) -> None:
                 before = prog_stats(names)
                 _, secs = run_workload(calls)
                 after = prog_stats(names)
-                filtered_count = mgr.stats()["by_type"].get("file_write", {}).get("filtered", 0)
+                filtered_count = mgr.stats().by_type.get("file_write", {}).get("filtered", 0)
                 await sub.aclose()
             rate = calls / secs
             ns = sum(after[n][1] - before.get(n, (0, 0))[1] for n in names) / calls

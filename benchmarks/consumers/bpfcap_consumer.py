@@ -92,7 +92,7 @@ async def main() -> None:
         stats = mgr.stats()
     out = {
         "delivered": delivered,
-        "lost": stats["lost_in_kernel"] + stats["dropped_at_subscribers"],
+        "lost": stats.lost_in_kernel + sum(stats.dropped_at_subscribers.values()),
         "lost_notices": lost_notices,
         "cpu_s": round(used, 3),
         "seconds": round((done_at or time.monotonic()) - t0 if done_at else elapsed, 3),

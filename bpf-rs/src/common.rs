@@ -15,9 +15,18 @@ use bpfcap_common::{
     Settings, Track, COMM_LEN, MAX_FILTER_IDS, MAX_TRACKED, NO_OFFSET,
 };
 
-/// The one ring every program writes to. Userspace sets its size before load.
+/// The rings the programs write to: one shared ring, or one per group of
+/// CPUs (CPU c writes to ring c % rings) so that many producing CPUs do not
+/// contend on one ring's lock. Userspace sizes them before load (unused ones
+/// to a page).
 #[map(name = "BPFCAP_EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
+#[map(name = "BPFCAP_EVENTS1")]
+static EVENTS1: RingBuf = RingBuf::with_byte_size(1 << 12, 0);
+#[map(name = "BPFCAP_EVENTS2")]
+static EVENTS2: RingBuf = RingBuf::with_byte_size(1 << 12, 0);
+#[map(name = "BPFCAP_EVENTS3")]
+static EVENTS3: RingBuf = RingBuf::with_byte_size(1 << 12, 0);
 
 /// Records that did not fit into the ring, per CPU and per kind.
 #[map(name = "BPFCAP_LOST")]
@@ -432,9 +441,9 @@ pub fn track_exit(tgid: u32) {
 /// Submit flags implementing the wake-up policy: wake the reader only when
 /// enough data is pending, otherwise let its poll interval pick the data up.
 #[inline(always)]
-pub fn wakeup_flags() -> u64 {
+pub fn wakeup_flags(ring: *mut core::ffi::c_void) -> u64 {
     let watermark = unsafe { core::ptr::read_volatile(&SETTINGS.wakeup_bytes) };
-    if EVENTS.query(BPF_RB_AVAIL_DATA as u64) >= watermark {
+    if unsafe { h::bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA as u64) } >= watermark {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
@@ -453,8 +462,9 @@ pub fn count_lost(kind: u16) {
 #[inline(always)]
 pub fn emit<T: 'static>(kind: u16, fill: impl FnOnce(&mut T)) {
     let size = core::mem::size_of::<T>();
-    let flags = wakeup_flags();
-    let ptr = unsafe { h::bpf_ringbuf_reserve(EVENTS_ptr(), size as u64, 0) } as *mut T;
+    let ring = ring();
+    let flags = wakeup_flags(ring);
+    let ptr = unsafe { h::bpf_ringbuf_reserve(ring, size as u64, 0) } as *mut T;
     if ptr.is_null() {
         count_lost(kind);
         return;
@@ -468,11 +478,21 @@ pub fn emit<T: 'static>(kind: u16, fill: impl FnOnce(&mut T)) {
     unsafe { h::bpf_ringbuf_submit(ptr.cast(), flags) };
 }
 
-/// The ring map as the helpers want it.
-#[allow(non_snake_case)]
+/// This CPU's ring, as the helpers want it.
 #[inline(always)]
-pub fn EVENTS_ptr() -> *mut core::ffi::c_void {
-    &EVENTS as *const RingBuf as *mut core::ffi::c_void
+pub fn ring() -> *mut core::ffi::c_void {
+    let rings = unsafe { core::ptr::read_volatile(&SETTINGS.rings) };
+    let map: &RingBuf = if rings <= 1 {
+        &EVENTS
+    } else {
+        match unsafe { h::bpf_get_smp_processor_id() } & (rings - 1) {
+            0 => &EVENTS,
+            1 => &EVENTS1,
+            2 => &EVENTS2,
+            _ => &EVENTS3,
+        }
+    };
+    map as *const RingBuf as *mut core::ffi::c_void
 }
 
 /// Argument `i` of a syscall tracepoint record (`ret` of a sys_exit is slot 0),
@@ -493,7 +513,8 @@ pub fn enabled(kind: u16) -> bool {
 /// wake-up policy; `size` must be bounded (masked) by the caller for the verifier.
 #[inline(always)]
 pub fn output(kind: u16, rec: *mut core::ffi::c_void, size: usize) {
-    let ret = unsafe { h::bpf_ringbuf_output(EVENTS_ptr(), rec, size as u64, wakeup_flags()) };
+    let ring = ring();
+    let ret = unsafe { h::bpf_ringbuf_output(ring, rec, size as u64, wakeup_flags(ring)) };
     if ret != 0 {
         count_lost(kind);
     }

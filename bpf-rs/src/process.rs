@@ -12,7 +12,7 @@ use bpfcap_common::{
     flag, kind, ExecRecord, ExitRecord, ForkRecord, ARGV_MAX, FILENAME_MAX,
 };
 
-use crate::common::{admit, count_lost, emit, fill_header, off, read_kernel, track_exit, track_fork, wakeup_flags, EVENTS_ptr};
+use crate::common::{admit, emit, fill_header, off, output, read_kernel, track_exit, track_fork};
 
 /// Exec records are built here (too big for the 512-byte stack) and sent with
 /// `bpf_ringbuf_output` trimmed to what they hold.
@@ -82,17 +82,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Option<()> {
     // Both parts are masked above, so the verifier can bound the size.
     let size = DATA_OFFSET + fname_len + argv_len;
     rec.hdr.size = size as u32;
-    let ret = unsafe {
-        h::bpf_ringbuf_output(
-            EVENTS_ptr(),
-            (rec as *mut ExecRecord).cast(),
-            size as u64,
-            wakeup_flags(),
-        )
-    };
-    if ret != 0 {
-        count_lost(kind::PROCESS_EXEC);
-    }
+    output(kind::PROCESS_EXEC, (rec as *mut ExecRecord).cast(), size);
     Some(())
 }
 

@@ -26,6 +26,7 @@ from .events import EventType
 from .filters import EventFilter
 from .manager import CaptureManager, Subscription
 from .programs import BPFProgSpec, SupportedProbes
+from .ringbuffer import RingBufferManager, RingBufferStats
 
 __all__ = [
     "AttachError",
@@ -40,6 +41,8 @@ __all__ = [
     "KernelFeatureError",
     "PerformanceConfig",
     "PrivilegeError",
+    "RingBufferManager",
+    "RingBufferStats",
     "Subscription",
     "SupportedProbes",
     "UnknownProbeError",

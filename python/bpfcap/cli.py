@@ -20,6 +20,7 @@ from .errors import BpfcapError, ConfigError, UnknownProbeError
 from .events import EventType, parse_types
 from .filters import EventFilter
 from .manager import CaptureManager, Subscription
+from .ringbuffer import RingBufferStats
 
 PROCESS_TYPES = frozenset({EventType.PROCESS_EXEC, EventType.PROCESS_EXIT, EventType.PROCESS_FORK})
 EXIT_USAGE = 2
@@ -210,8 +211,20 @@ async def cmd_run(args: argparse.Namespace) -> int:
             out.close()
     if sys.stderr.isatty():
         sys.stderr.write("\r\x1b[K")
-    print(f"{counter.summary()}; kernel ring losses {stats['lost_in_kernel']}", file=sys.stderr)
+    print(counter.summary(), file=sys.stderr)
+    print(format_stats(stats), file=sys.stderr)
     return 0
+
+
+def format_stats(st: RingBufferStats) -> str:
+    """The pipeline's counters in one line, for the end of a run."""
+    dropped = sum(st.dropped_at_subscribers.values())
+    return (
+        f"bpfcap: read {st.received:,} records ({st.bytes:,} bytes, {st.batches:,} batches); "
+        f"filtered out {st.filtered:,}, sampled out {st.sampled_out:,}, rate limited {st.rate_limited:,}; "
+        f"lost: {st.lost_in_kernel:,} in the kernel (ring full), {dropped:,} at the subscriber; "
+        f"{st.decode_errors:,} decode errors"
+    )
 
 
 async def stream(sub: Subscription, write: Callable[[list[Any]], None], counter: Counter, max_events: Optional[int]) -> None:

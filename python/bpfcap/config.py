@@ -40,7 +40,7 @@ class PerformanceConfig:
     """How much the kernel buffers and how often userspace reads.
 
     JSON names (``from_json``/``to_json``): ``ringBufferSize``, ``batchSize``,
-    ``pollInterval``, ``maxEventsPerSec``, ``samplingRate``.
+    ``pollInterval``, ``maxEventsPerSec``, ``samplingRate``, ``rings``.
     """
 
     ring_buffer_size: int = 16 << 20
@@ -53,6 +53,8 @@ class PerformanceConfig:
     """Global rate limit in the kernel (a token bucket over all CPUs); 0: none."""
     sampling_rate: float | Mapping[str, float] = 1.0
     """Fraction of events kept, in (0, 1]: one number for every type, or per type name."""
+    rings: int = 1
+    """Ring buffers: 1 (shared), 2 or 4 (CPU c writes to ring c % rings), each ring_buffer_size bytes."""
 
     def __post_init__(self) -> None:
         page = _native.PAGE_SIZE
@@ -68,6 +70,8 @@ class PerformanceConfig:
         if not 0.0001 <= pi <= 10.0:
             raise ConfigError(f"invalid pollInterval = {self.poll_interval!r}: must be from 0.1ms to 10s")
         object.__setattr__(self, "poll_interval", pi)
+        if self.rings not in (1, 2, 4) or isinstance(self.rings, bool):
+            raise ConfigError(f"invalid rings = {self.rings!r}: must be 1, 2 or 4")
         mps = self.max_events_per_sec
         if isinstance(mps, bool) or not isinstance(mps, int) or not 0 <= mps <= 100_000_000:
             raise ConfigError(f"invalid maxEventsPerSec = {mps!r}: must be an integer from 0 (no limit) to 100000000")
@@ -99,6 +103,7 @@ class PerformanceConfig:
         "pollInterval": "poll_interval",
         "maxEventsPerSec": "max_events_per_sec",
         "samplingRate": "sampling_rate",
+        "rings": "rings",
     }
 
     @classmethod

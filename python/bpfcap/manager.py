@@ -1,17 +1,20 @@
 """CaptureManager and Subscription: the anyio face of the native capture.
 
-One pump task per manager waits for the ring to become readable (or for the
-poll interval to pass), drains a batch natively with the GIL released, and
-hands each subscriber the part of the batch it asked for through a bounded
-anyio memory-object stream. A subscriber that falls behind loses batches, never
-silently: it receives an in-band ``loss`` event with the count.
+One pump task per manager waits on the rings (see ``RingBufferManager``),
+drains whole batches natively with the GIL released, and hands each
+subscriber the part of each batch it asked for through a bounded anyio
+memory-object stream. A subscriber whose queue is full loses the batch (the
+default, ``policy="drop"``: nobody else is slowed) or makes the reader wait
+(``policy="block"``: the kernel ring absorbs it, then counts its losses).
+Losses are never silent: subscribers receive in-band ``loss`` events.
 """
 
 from __future__ import annotations
 
-import os
+import dataclasses
+import itertools
 from types import TracebackType
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Literal, Optional
 
 import anyio
 import anyio.abc
@@ -20,17 +23,16 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from . import _native
 from .config import PerformanceConfig
 from .errors import ClosedError, ConfigError, UnknownProbeError
+from .events import EventType, TypeLike, parse_types
 from .filters import EventFilter
 from .programs import BPFProgSpec
-from .events import EventType, TypeLike, parse_types
+from .ringbuffer import RingBufferManager, RingBufferStats
 
 __all__ = ["CaptureManager", "Subscription"]
 
-Event = _native.Event
 Batch = list  # list[Event]
-
-# How often kernel-side loss counters are read (seconds).
-_LOSS_CHECK_INTERVAL = 0.25
+Policy = Literal["drop", "block"]
+_names = itertools.count(1)
 
 
 class Subscription:
@@ -40,8 +42,12 @@ class Subscription:
     yields lists of them. Use ``async with`` (or ``aclose()``) to unsubscribe.
     """
 
-    def __init__(self, manager: CaptureManager, types: frozenset[EventType], max_batches: int) -> None:
+    def __init__(
+        self, manager: CaptureManager, types: frozenset[EventType], max_batches: int, policy: Policy, name: str
+    ) -> None:
         self.types = types
+        self.policy = policy
+        self.name = name
         self._manager = manager
         self._type_ids = frozenset(int(t) for t in types)
         send, recv = anyio.create_memory_object_stream[Batch](max_batches)
@@ -56,7 +62,7 @@ class Subscription:
     # -- fed by the manager's pump ------------------------------------------------
 
     def _offer(self, batch: Batch) -> None:
-        """Queue a batch without waiting; count it as dropped if the queue is full."""
+        """Queues a batch without waiting; counts it as dropped if the queue is full."""
         n = len(batch)
         if self._pending_loss:
             batch = [_native.loss_event(self._pending_loss, "subscriber_queue_full"), *batch]
@@ -71,6 +77,15 @@ class Subscription:
         else:
             self._pending_loss = 0
             self.delivered += n
+
+    async def _put(self, batch: Batch) -> None:
+        """Queues a batch, waiting for room (``policy="block"``)."""
+        try:
+            await self._send.send(batch)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self._manager._unsubscribe(self)
+        else:
+            self.delivered += len(batch)
 
     def _close_stream(self) -> None:
         self._send.close()
@@ -147,38 +162,35 @@ class CaptureManager:
         queue_batches: int = 256,
         disable_mechanisms: Iterable[str] = (),
     ) -> None:
-        """``disable_mechanisms`` (e.g. ``["kprobe", "lsm"]``, or the environment variable
-        ``BPFCAP_DISABLE_MECHANISMS=kprobe,lsm``) makes probes skip those attach
-        mechanisms, to force a fallback."""
+        """``queue_batches``: each subscriber's queue bound, in batches (at most
+        ``batch_size`` events each). ``disable_mechanisms`` (e.g. ``["kprobe",
+        "lsm"]``, or the environment variable ``BPFCAP_DISABLE_MECHANISMS``)
+        makes probes skip those attach mechanisms, to force a fallback."""
         self.config = config or PerformanceConfig()
-        env = os.environ.get("BPFCAP_DISABLE_MECHANISMS", "")
-        self._disabled = sorted({*disable_mechanisms, *(m.strip() for m in env.split(",") if m.strip())})
+        self._rings = RingBufferManager(self.config, disable_mechanisms=disable_mechanisms)
         self._queue_batches = queue_batches
-        self._native: Optional[_native.Capture] = None
+        self._running = False
         self._tg: Optional[anyio.abc.TaskGroup] = None
         self._subs: list[Subscription] = []
+        self._dropped_by_gone: dict[str, int] = {}
         self._stop_requested = False
         self._wait_scope: Optional[anyio.CancelScope] = None
-        self._lost_seen: dict[str, list[int]] = {}
-        self._kernel_lost = 0
         self._filter = EventFilter()
 
     # -- lifecycle -----------------------------------------------------------------
 
     async def start(self) -> None:
-        if self._native is not None:
+        if self._running:
             return
-        cfg = self.config
-        self._native = await anyio.to_thread.run_sync(
-            _native.Capture, cfg.ring_buffer_size, cfg.wakeup_bytes, self._disabled
-        )
-        self._lost_seen = {}
+        await self._rings.create()
+        self._running = True
         self._stop_requested = False
+        cfg = self.config
         if cfg.max_events_per_sec or cfg.sampling_rate != 1.0:
             await self.set_filter(self._filter)  # puts sampling and the rate limit in force
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
-        self._tg.start_soon(self._pump, self._native, name="bpfcap pump")
+        self._tg.start_soon(self._pump, name="bpfcap pump")
 
     def request_stop(self) -> None:
         """Ends every subscription once what is already captured has been handed
@@ -190,18 +202,17 @@ class CaptureManager:
 
     async def stop(self) -> None:
         """Delivers what is already in the ring, ends all subscriptions, detaches every probe."""
-        native, tg = self._native, self._tg
-        if native is None:
+        if not self._running:
             return
-        self._tg = None
+        tg, self._tg = self._tg, None
         self.request_stop()
         try:
             if tg is not None:
                 # The pump finishes its last drain and returns; so does the task group.
                 await tg.__aexit__(None, None, None)
         finally:
-            native.close()
-            self._native = None
+            self._rings.close()
+            self._running = False
             self._close_subscriptions()
 
     def _close_subscriptions(self) -> None:
@@ -220,20 +231,38 @@ class CaptureManager:
 
     @property
     def running(self) -> bool:
-        return self._native is not None
+        return self._running
 
     # -- subscriptions -------------------------------------------------------------
 
-    async def subscribe(self, types: Iterable[TypeLike] | str | None = None) -> Subscription:
-        """Subscribe to events of ``types`` (all process events if None), attaching their probes."""
+    async def subscribe(
+        self,
+        types: Iterable[TypeLike] | str | None = None,
+        *,
+        policy: Policy = "drop",
+        max_batches: Optional[int] = None,
+        name: Optional[str] = None,
+    ) -> Subscription:
+        """Subscribe to events of ``types`` (all process events if None), attaching their probes.
+
+        ``policy="drop"`` (default): when this subscriber's queue (``max_batches``
+        batches) is full, new batches are dropped for it alone and counted;
+        ``"block"``: the reader waits for room instead (the kernel ring then
+        fills, and what it cannot hold is counted as lost in the kernel).
+        """
         native = self._require()
+        if policy not in ("drop", "block"):
+            raise ConfigError(f"invalid policy = {policy!r}: must be 'drop' or 'block'")
+        size = self._queue_batches if max_batches is None else max_batches
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise ConfigError(f"invalid max_batches = {size!r}: must be an integer from 1")
         wanted = parse_types(types) or frozenset(
             {EventType.PROCESS_EXEC, EventType.PROCESS_EXIT, EventType.PROCESS_FORK}
         )
         for t in sorted(wanted):
             if t not in (EventType.LOSS, EventType.PROBE):  # no probe of their own
                 await anyio.to_thread.run_sync(native.enable, int(t))
-        sub = Subscription(self, wanted, self._queue_batches)
+        sub = Subscription(self, wanted, size, policy, name or f"subscriber-{next(_names)}")
         self._subs.append(sub)
         return sub
 
@@ -241,6 +270,8 @@ class CaptureManager:
         if sub in self._subs:
             self._subs.remove(sub)
             sub._close_stream()
+            if sub.dropped:
+                self._dropped_by_gone[sub.name] = sub.dropped
 
     # -- filtering -------------------------------------------------------------------
 
@@ -318,92 +349,55 @@ class CaptureManager:
         ]
         return [*native.probes(), *user]
 
-    def stats(self) -> dict[str, Any]:
-        """Reader and delivery counters."""
-        native = self._require()
-        st: dict[str, Any] = dict(native.stats())
-        st["lost_in_kernel"] = sum(native.lost_in_kernel())
-        drops = native.drops()
-        for reason, counts in drops.items():
-            st[reason] = sum(counts)
-        st["by_type"] = {
-            t.json_name: {reason: counts[t] for reason, counts in drops.items() if counts[t]}
-            for t in EventType
-            if any(counts[t] for counts in drops.values())
-        }
-        st["dropped_at_subscribers"] = sum(s.dropped for s in self._subs)
-        return st
+    def stats(self) -> RingBufferStats:
+        """Counters from the kernel to the subscribers (see ``RingBufferStats``)."""
+        self._require()
+        dropped = dict(self._dropped_by_gone)
+        dropped.update({s.name: s.dropped for s in self._subs})
+        return dataclasses.replace(self._rings.get_stats(), dropped_at_subscribers=dropped)
 
     def _require(self) -> _native.Capture:
-        if self._native is None:
+        if not self._running:
             raise ClosedError("the capture manager is not running; use `async with CaptureManager()` or start()")
-        return self._native
+        return self._rings.native
 
     # -- the pump --------------------------------------------------------------------
 
-    async def _pump(self, native: _native.Capture) -> None:
-        fd = native.fileno()
-        interval = self.config.poll_interval
-        next_loss_check = anyio.current_time() + _LOSS_CHECK_INTERVAL
+    async def _pump(self) -> None:
+        rings = self._rings
         try:
             while not self._stop_requested:
-                # The fd becomes readable only when a program forces a wake-up
-                # (a batch's worth of data is pending); otherwise the poll
-                # interval bounds how long records wait. Never per event.
-                with anyio.CancelScope() as self._wait_scope, anyio.move_on_after(interval):
-                    await anyio.wait_readable(fd)
+                with anyio.CancelScope() as self._wait_scope:
+                    await rings.wait()
                 self._wait_scope = None
-                native.take_wakeups()
-                self._drain_all(native)
-                now = anyio.current_time()
-                if now >= next_loss_check:
-                    self._check_kernel_loss(native)
-                    next_loss_check = now + _LOSS_CHECK_INTERVAL
+                for batch in rings.drain():
+                    await self._dispatch(batch)
                 await anyio.lowlevel.checkpoint()
         finally:
-            # Whatever ended the pump, hand out what the ring still holds, then
+            # Whatever ended the pump, hand out what the rings still hold, then
             # end the subscriptions so their readers finish.
-            self._drain_all(native)
-            self._check_kernel_loss(native)
+            with anyio.CancelScope(shield=True):
+                for batch in rings.drain():
+                    await self._dispatch(batch, waiting=False)
             self._close_subscriptions()
 
-    def _drain_all(self, native: _native.Capture) -> None:
-        size = self.config.batch_size
-        while True:
-            batch = native.drain(size)
-            if batch:
-                self._dispatch(batch)
-            if len(batch) < size:
-                return
-
-    def _dispatch(self, batch: Batch) -> None:
+    async def _dispatch(self, batch: Batch, waiting: bool = True) -> None:
+        """Hands each subscriber the events of its types (loss notices of them too)."""
         present = {e.type_id for e in batch}
+        loss_only = present == {EventType.LOSS}
         for sub in tuple(self._subs):
             ids = sub._type_ids
-            if present <= ids:
-                sub._offer(batch)
-            elif not present.isdisjoint(ids):
-                sub._offer([e for e in batch if e.type_id in ids])
-
-    def _check_kernel_loss(self, native: _native.Capture) -> None:
-        """Turns increases of the kernel's per-type counters of lost (ring full),
-        sampled-out and rate-limited events into in-band loss events."""
-        drops = native.drops()
-        counters = {
-            "kernel_ring_full": native.lost_in_kernel(),
-            "sampled": drops["sampled"],
-            "rate_limited": drops["rate_limited"],
-        }
-        for reason, totals in counters.items():
-            seen = self._lost_seen.setdefault(reason, [0] * len(totals))
-            for type_id, total in enumerate(totals):
-                new = total - seen[type_id]
-                if new <= 0:
-                    continue
-                seen[type_id] = total
-                if reason == "kernel_ring_full":
-                    self._kernel_lost += new
-                notice = [_native.loss_event(new, reason, type_id)]
-                for sub in tuple(self._subs):
-                    if type_id in sub._type_ids:
-                        sub._offer(notice)
+            if loss_only:
+                part = [e for e in batch if e.lost_type_id in ids]
+            elif present <= ids:
+                part = batch
+            elif present.isdisjoint(ids):
+                continue
+            else:
+                part = [e for e in batch if e.type_id in ids]
+            if not part:
+                continue
+            if sub.policy == "block" and waiting:
+                await sub._put(part)
+            else:
+                sub._offer(part)

@@ -300,12 +300,12 @@ async def test_sampling_keeps_a_tenth_and_counts_the_rest() -> None:
         events = await run_and_collect(sub, gate)
         stats = mgr.stats()
     kept = [e for e in events if e.type == EventType.FILE_WRITE and e.path == "/dev/null"]
-    sampled = stats["by_type"]["file_write"]["sampled"]
+    sampled = stats.by_type["file_write"]["sampled"]
     notices = sum(e.count for e in events if e.type == EventType.LOSS and e.reason == "sampled")
     assert len(kept) + sampled == n  # the python interpreter's own writes are not to /dev/null
     assert abs(len(kept) - n // 10) <= n // 100, len(kept)
     assert notices == sampled  # every sampled-out event announced in band
-    assert stats["lost_in_kernel"] == 0
+    assert stats.lost_in_kernel == 0 and stats.sampled_out == sampled
 
 
 async def test_rate_limit_delivers_about_the_rate_and_counts_the_rest() -> None:
@@ -318,9 +318,9 @@ async def test_rate_limit_delivers_about_the_rate_and_counts_the_rest() -> None:
         events = await run_and_collect(sub, gate)
         stats = mgr.stats()
     kept = [e for e in events if e.type == EventType.FILE_WRITE]
-    limited = stats["by_type"]["file_write"]["rate_limited"]
+    limited = stats.by_type["file_write"]["rate_limited"]
     assert 2800 <= len(kept) <= 3400, len(kept)  # 3 s at 1000/s, plus a 100-event burst
-    assert stats["dropped_at_subscribers"] == 0
+    assert sum(stats.dropped_at_subscribers.values()) == 0 and stats.rate_limited == limited
     assert limited > 10 * len(kept)  # the loop wrote far more than that
     assert sum(e.count for e in events if e.type == EventType.LOSS and e.reason == "rate_limited") == limited
 
@@ -381,4 +381,4 @@ async def test_stats_count_filtered_events() -> None:
             subprocess.run(["/bin/true"])
         await drain_for(sub, 0.2)
         st = mgr.stats()
-    assert st["filtered"] >= 3 and st["by_type"]["process_exec"]["filtered"] >= 3
+    assert st.filtered >= 3 and st.by_type["process_exec"]["filtered"] >= 3

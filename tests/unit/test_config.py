@@ -8,7 +8,7 @@ from bpfcap import ConfigError, PerformanceConfig
 def test_defaults_round_trip_through_json() -> None:
     cfg = PerformanceConfig()
     assert PerformanceConfig.from_json(cfg.to_json()) == cfg
-    assert set(cfg.to_dict()) == {"ringBufferSize", "batchSize", "pollInterval", "maxEventsPerSec", "samplingRate"}
+    assert set(cfg.to_dict()) == {"ringBufferSize", "batchSize", "pollInterval", "maxEventsPerSec", "samplingRate", "rings"}
     per_type = PerformanceConfig(sampling_rate={"file_write": 0.5}, max_events_per_sec=10)
     assert PerformanceConfig.from_json(per_type.to_json()) == per_type
     assert per_type.kernel_sampling() == (1.0, [(9, 0.5)])
@@ -31,6 +31,7 @@ def test_json_names_and_duration_strings() -> None:
         ("pollInterval", 0, "pollInterval = 0: must be from 0.1ms to 10s"),
         ("pollInterval", "soon", "pollInterval = 'soon': expected seconds"),
         ("maxEventsPerSec", -1, "maxEventsPerSec = -1: must be an integer from 0"),
+        ("rings", 3, "rings = 3: must be 1, 2 or 4"),
         ("samplingRate", 0, "samplingRate = 0: must be in (0, 1]"),
         ("samplingRate", 1.5, "samplingRate = 1.5"),
         ("samplingRate", {"file_write": 2}, "samplingRate['file_write'] = 2"),

@@ -337,7 +337,13 @@ pub struct Settings {
     pub wakeup_bytes: u64,
     /// Field offsets of `sock:inet_sock_set_state`, from its format file.
     pub tp_sock: SockStateLayout,
+    /// Rings in use (1, 2 or 4): CPU c writes to ring c % rings.
+    pub rings: u32,
+    pub _pad: u32,
 }
+
+/// Rings the programs can write to at most.
+pub const MAX_RINGS: u32 = 4;
 
 /// Where the fields of the `sock:inet_sock_set_state` record are.
 #[repr(C)]
@@ -376,7 +382,7 @@ impl SockStateLayout {
 }
 
 impl Settings {
-    pub const DEFAULT: Self = Self { wakeup_bytes: 0, tp_sock: SockStateLayout::UNKNOWN };
+    pub const DEFAULT: Self = Self { wakeup_bytes: 0, tp_sock: SockStateLayout::UNKNOWN, rings: 1, _pad: 0 };
 }
 
 /// `FilterConfig::fields` bits: which `EventFilter` fields constrain.
@@ -510,7 +516,7 @@ const _: () = {
     assert!(size_of::<ExitRecord>() == 88);
     assert!(size_of::<ForkRecord>() == 88);
     assert!(size_of::<Offsets>() == 51 * 4);
-    assert!(size_of::<Settings>() == 32);
+    assert!(size_of::<Settings>() == 40);
     assert!(size_of::<NetRecord>() == 128);
     assert!(offset_of!(FileRecord, data) == 104);
     assert!(size_of::<FilterConfig>() == 24 + 4 * kind::COUNT as usize + 8);

@@ -26,7 +26,7 @@ fn main() {
     let ring: u32 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(16 << 20);
     let batch: usize = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(4096);
     let poll_ms: u64 = args.get(5).and_then(|a| a.parse().ok()).unwrap_or(20);
-    let mut cap = Capture::open(CaptureConfig { ring_size: ring, wakeup_bytes: (batch as u64 * 96).min(ring as u64 / 4) }, Vec::new())
+    let mut cap = Capture::open(CaptureConfig { ring_size: ring, wakeup_bytes: (batch as u64 * 96).min(ring as u64 / 4), rings: 1 }, Vec::new())
         .expect("open capture");
     cap.enable_kind(kind::FILE_WRITE).expect("attach");
     cap.set_filter(FilterSpec { pids: vec![pid], ..FilterSpec::default() }).expect("filter");

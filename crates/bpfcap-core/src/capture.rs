@@ -16,7 +16,7 @@ use aya::{
     maps::{Array, MapData, PerCpuArray, RingBuf},
     Ebpf, EbpfError, EbpfLoader,
 };
-use bpfcap_common::{kind, Offsets, Settings, SockStateLayout};
+use bpfcap_common::{kind, Offsets, Settings, SockStateLayout, MAX_RINGS};
 
 use crate::{
     attach::{self, Link},
@@ -43,7 +43,7 @@ const CGROUP_WATCH: &str = "__bpfcap_cgroup_watch";
 /// Entries of the cgroup enrichment cache before it is cleared.
 const CGROUP_CACHE_MAX: usize = 4096;
 
-const RING_MAP: &str = "BPFCAP_EVENTS";
+const RING_MAPS: [&str; MAX_RINGS as usize] = ["BPFCAP_EVENTS", "BPFCAP_EVENTS1", "BPFCAP_EVENTS2", "BPFCAP_EVENTS3"];
 const LOST_MAP: &str = "BPFCAP_LOST";
 const ENABLED_MAP: &str = "BPFCAP_ENABLED";
 
@@ -68,6 +68,8 @@ pub struct CaptureConfig {
     pub ring_size: u32,
     /// Wake the reader once this many bytes are pending.
     pub wakeup_bytes: u64,
+    /// Rings (1, 2 or 4): CPU c writes to ring c % rings, each `ring_size` bytes.
+    pub rings: u32,
 }
 
 /// Attach mechanisms a capture must not use (to force fallbacks, e.g. in tests).
@@ -81,6 +83,13 @@ impl CaptureConfig {
                 field: "ringBufferSize",
                 value: self.ring_size.to_string(),
                 allowed: format!("a power of two from {page} (one page) to {} bytes", 1u32 << 30),
+            });
+        }
+        if ![1, 2, 4].contains(&self.rings) {
+            return Err(Error::Config {
+                field: "rings",
+                value: self.rings.to_string(),
+                allowed: format!("1, 2 or {MAX_RINGS} (one ring, or one per group of CPUs)"),
             });
         }
         Ok(())
@@ -109,7 +118,8 @@ struct Attachment {
 
 pub struct Capture {
     ebpf: Ebpf,
-    ring: RingBuf<MapData>,
+    /// The rings in use, with mappings of their positions (for the fill level).
+    rings: Vec<(RingBuf<MapData>, RingPositions)>,
     lost: PerCpuArray<MapData, u64>,
     enabled: Array<MapData, u32>,
     /// aya's view of the kernel BTF, for fentry/fexit/LSM (read on first use).
@@ -160,15 +170,20 @@ impl Capture {
         let tp_sock = tracefs::tracepoint_fields("sock", "inet_sock_set_state")
             .map(|f| tracefs::sock_state_layout(&f))
             .unwrap_or(SockStateLayout::UNKNOWN);
-        let settings = Settings { wakeup_bytes: config.wakeup_bytes, tp_sock };
-        let mut ebpf = EbpfLoader::new()
-            .override_global("OFFSETS", &offsets, true)
-            .override_global("SETTINGS", &settings, true)
-            .map_max_entries(RING_MAP, config.ring_size)
-            .load(BPF_OBJECT)
-            .map_err(|e| load_error("bpfcap.bpf.o", e))?;
-        let ring = take_map(&mut ebpf, RING_MAP)?;
-        let ring = RingBuf::try_from(ring).map_err(|e| map_error(RING_MAP, e))?;
+        let settings = Settings { wakeup_bytes: config.wakeup_bytes, tp_sock, rings: config.rings, _pad: 0 };
+        let mut loader = EbpfLoader::new();
+        loader.override_global("OFFSETS", &offsets, true).override_global("SETTINGS", &settings, true);
+        for (i, name) in RING_MAPS.iter().enumerate() {
+            // Rings not in use still exist in the object: one page each.
+            loader.map_max_entries(name, if (i as u32) < config.rings { config.ring_size } else { page_size() });
+        }
+        let mut ebpf = loader.load(BPF_OBJECT).map_err(|e| load_error("bpfcap.bpf.o", e))?;
+        let mut rings = Vec::new();
+        for name in &RING_MAPS[..config.rings as usize] {
+            let ring = RingBuf::try_from(take_map(&mut ebpf, name)?).map_err(|e| map_error(name, e))?;
+            let positions = RingPositions::map(ring.as_raw_fd(), config.ring_size)?;
+            rings.push((ring, positions));
+        }
         let lost = take_map(&mut ebpf, LOST_MAP)?;
         let lost = PerCpuArray::try_from(lost).map_err(|e| map_error(LOST_MAP, e))?;
         let enabled = take_map(&mut ebpf, ENABLED_MAP)?;
@@ -179,10 +194,12 @@ impl Capture {
             return Err(Error::io("creating an epoll instance", io::Error::last_os_error()));
         }
         let epoll = unsafe { OwnedFd::from_raw_fd(epoll) };
-        epoll_add(&epoll, ring.as_raw_fd())?;
+        for (ring, _) in &rings {
+            epoll_add(&epoll, ring.as_raw_fd())?;
+        }
         Ok(Self {
             ebpf,
-            ring,
+            rings,
             lost,
             enabled,
             btf: None,
@@ -505,12 +522,18 @@ impl Capture {
     pub fn drain(&mut self, max: usize, out: &mut Vec<Event>) -> usize {
         let first = out.len();
         let mut n = 0;
-        while n < max {
-            let Some(item) = self.ring.next() else { break };
-            n += 1;
-            if let Ok(ev) = decode(&item, &mut self.stats.decode) {
-                out.push(ev);
+        for (ring, _) in &mut self.rings {
+            while n < max {
+                let Some(item) = ring.next() else { break };
+                n += 1;
+                if let Ok(ev) = decode(&item, &mut self.stats.decode) {
+                    out.push(ev);
+                }
             }
+        }
+        if self.rings.len() > 1 {
+            // Several rings: put the batch back in time order.
+            out[first..].sort_by_key(|e| e.hdr.ts_ns);
         }
         let mut new_cgroups = Vec::new();
         for probe in &mut self.user {
@@ -597,11 +620,33 @@ impl Capture {
     /// Raw records, undecoded (for recording test fixtures).
     pub fn drain_raw(&mut self, max: usize) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
-        while out.len() < max {
-            let Some(item) = self.ring.next() else { break };
-            out.push(item.to_vec());
+        for (ring, _) in &mut self.rings {
+            while out.len() < max {
+                let Some(item) = ring.next() else { break };
+                out.push(item.to_vec());
+            }
         }
         out
+    }
+
+    /// Bytes written to the rings and not read yet, and the rings' total size.
+    pub fn fill(&self) -> (u64, u64) {
+        self.rings.iter().fold((0, 0), |(pending, size), (_, p)| (pending + p.pending(), size + p.size))
+    }
+
+    /// Records lost because a ring was full, per CPU (summed over kinds).
+    pub fn lost_by_cpu(&self) -> Result<Vec<u64>> {
+        let mut by_cpu: Vec<u64> = Vec::new();
+        for k in 0..kind::COUNT {
+            let per_cpu = self.lost.get(&k, 0).map_err(|e| map_error(LOST_MAP, e))?;
+            for (cpu, v) in per_cpu.iter().enumerate() {
+                if by_cpu.len() <= cpu {
+                    by_cpu.resize(cpu + 1, 0);
+                }
+                by_cpu[cpu] += v;
+            }
+        }
+        Ok(by_cpu)
     }
 
     /// Records the programs could not write because a ring was full, per kind.
@@ -614,6 +659,52 @@ impl Capture {
             out[kind::PROBE as usize] += sum(lost, kind::PROBE as u32)?;
         }
         Ok(out)
+    }
+}
+
+/// A read-only mapping of a ring's consumer and producer positions (the
+/// first page of each area the kernel lets userspace map), to tell how much
+/// is pending. aya keeps its own mappings private.
+struct RingPositions {
+    consumer: *mut libc::c_void,
+    producer: *mut libc::c_void,
+    size: u64,
+}
+
+// SAFETY: the pages are only read, with volatile loads of u64 counters.
+unsafe impl Send for RingPositions {}
+
+impl RingPositions {
+    fn map(fd: RawFd, size: u32) -> Result<Self> {
+        let page = page_size() as usize;
+        let map = |offset: usize| {
+            let p = unsafe { libc::mmap(std::ptr::null_mut(), page, libc::PROT_READ, libc::MAP_SHARED, fd, offset as i64) };
+            if p == libc::MAP_FAILED {
+                Err(Error::io("mapping a ring buffer's positions", io::Error::last_os_error()))
+            } else {
+                Ok(p)
+            }
+        };
+        let consumer = map(0)?;
+        let producer = map(page).inspect_err(|_| unsafe {
+            libc::munmap(consumer, page);
+        })?;
+        Ok(Self { consumer, producer, size: size as u64 })
+    }
+
+    fn pending(&self) -> u64 {
+        let read = |p: *mut libc::c_void| unsafe { std::ptr::read_volatile(p as *const u64) };
+        read(self.producer).saturating_sub(read(self.consumer))
+    }
+}
+
+impl Drop for RingPositions {
+    fn drop(&mut self) {
+        let page = page_size() as usize;
+        unsafe {
+            libc::munmap(self.consumer, page);
+            libc::munmap(self.producer, page);
+        }
     }
 }
 

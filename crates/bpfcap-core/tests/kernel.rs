@@ -10,7 +10,7 @@ fn open() -> Option<Capture> {
         eprintln!("skipped: needs {missing}");
         return None;
     }
-    let mut cap = Capture::open(CaptureConfig { ring_size: 1 << 22, wakeup_bytes: 0 }, Vec::new()).expect("open capture");
+    let mut cap = Capture::open(CaptureConfig { ring_size: 1 << 22, wakeup_bytes: 0, rings: 1 }, Vec::new()).expect("open capture");
     for k in [kind::PROCESS_EXEC, kind::PROCESS_EXIT, kind::PROCESS_FORK] {
         cap.enable_kind(k).expect("attach");
     }

@@ -335,6 +335,14 @@ impl PyEvent {
         }
     }
 
+    /// The numeric type id a loss notice is about.
+    #[getter]
+    fn lost_type_id(&self) -> Option<u16> {
+        match &self.ev.payload {
+            Payload::Loss { lost_kind, .. } => *lost_kind,
+            _ => None,
+        }
+    }
     #[getter]
     fn lost_type(&self) -> Option<&'static str> {
         match &self.ev.payload {

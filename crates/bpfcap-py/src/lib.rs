@@ -50,10 +50,16 @@ impl PyCapture {
     /// Loads the BPF object with a ring of `ring_size` bytes that wakes the
     /// reader once `wakeup_bytes` are pending.
     #[new]
-    #[pyo3(signature = (ring_size, wakeup_bytes, disabled_mechanisms=Vec::new()))]
-    fn new(py: Python<'_>, ring_size: u32, wakeup_bytes: u64, disabled_mechanisms: Vec<String>) -> PyResult<Self> {
+    #[pyo3(signature = (ring_size, wakeup_bytes, disabled_mechanisms=Vec::new(), rings=1))]
+    fn new(
+        py: Python<'_>,
+        ring_size: u32,
+        wakeup_bytes: u64,
+        disabled_mechanisms: Vec<String>,
+        rings: u32,
+    ) -> PyResult<Self> {
         let capture = py
-            .detach(|| Capture::open(CaptureConfig { ring_size, wakeup_bytes }, disabled_mechanisms))
+            .detach(|| Capture::open(CaptureConfig { ring_size, wakeup_bytes, rings }, disabled_mechanisms))
             .map_err(to_py)?;
         Ok(Self {
             state: Mutex::new(Some(State { capture, buf: Vec::new() })),
@@ -181,6 +187,16 @@ impl PyCapture {
     /// Labels the process tree of `pid`; its events carry `session`.
     fn track(&self, py: Python<'_>, pid: u32, label: String) -> PyResult<u32> {
         self.with(py, |s| s.capture.track(pid, &label))
+    }
+
+    /// `(bytes pending in the rings, their total size)`.
+    fn fill(&self, py: Python<'_>) -> PyResult<(u64, u64)> {
+        self.with(py, |s| Ok(s.capture.fill()))
+    }
+
+    /// Records lost because a ring was full, per CPU.
+    fn lost_by_cpu(&self, py: Python<'_>) -> PyResult<Vec<u64>> {
+        self.with(py, |s| s.capture.lost_by_cpu())
     }
 
     /// Events dropped in the kernel before the ring: `{reason: [count per type id]}`.

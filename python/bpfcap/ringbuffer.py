@@ -1,0 +1,216 @@
+"""RingBufferManager: the capture's ring buffers, read in batches.
+
+The programs submit records without waking anyone until a batch's worth of
+data is pending; the reader waits on one fd (readable only at those wake-ups)
+or for the poll interval, whichever comes first, then drains and decodes
+everything pending natively, one batch per call and GIL acquisition.
+`CaptureManager` reads through one of these; use it directly for a
+poll/callback loop without subscriptions.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any, Callable, Iterable, Optional
+
+import anyio
+
+from . import _native
+from .config import PerformanceConfig
+from .errors import ClosedError
+from .events import EventType
+
+__all__ = ["RingBufferManager", "RingBufferStats"]
+
+Event = _native.Event
+# How often the kernel's drop and loss counters are read (seconds).
+LOSS_CHECK_INTERVAL = 0.25
+
+
+@dataclasses.dataclass(frozen=True)
+class RingBufferStats:
+    """Counters of a capture's pipeline, from the kernel to the subscribers."""
+
+    received: int
+    """Records read from the rings and decoded."""
+    bytes: int
+    polls: int
+    batches: int
+    decode_errors: int
+    """Records too short, of an unknown kind or with inconsistent sizes (counted, skipped)."""
+    enrich_failed: int
+    """Events whose cgroup was gone before its container could be read."""
+    lost_in_kernel: int
+    """Records the programs could not write: a ring was full."""
+    lost_by_cpu: tuple[int, ...]
+    lost_by_type: dict[str, int]
+    filtered: int
+    """Events the kernel filter rejected (not losses: nobody asked for them)."""
+    sampled_out: int
+    rate_limited: int
+    by_type: dict[str, dict[str, int]]
+    """Per event type: counts by reason (filtered, sampled, rate_limited, kernel_ring_full)."""
+    fill_bytes: int
+    """Bytes written to the rings and not read yet."""
+    ring_bytes: int
+    dropped_at_subscribers: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Events each subscriber lost because its queue was full (by subscriber name)."""
+
+    @property
+    def fill_ratio(self) -> float:
+        return self.fill_bytes / self.ring_bytes if self.ring_bytes else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["lost_by_cpu"] = list(self.lost_by_cpu)
+        d["fill_ratio"] = round(self.fill_ratio, 4)
+        return d
+
+
+class RingBufferManager:
+    """Creates a capture's rings and reads them: ``poll`` returns events,
+    ``set_callback`` has each event handed to a function as it is read."""
+
+    def __init__(self, config: Optional[PerformanceConfig] = None, *, disable_mechanisms: Iterable[str] = ()) -> None:
+        self.config = config or PerformanceConfig()
+        env = os.environ.get("BPFCAP_DISABLE_MECHANISMS", "")
+        self._disabled = sorted({*disable_mechanisms, *(m.strip() for m in env.split(",") if m.strip())})
+        self._native: Optional[_native.Capture] = None
+        self._callback: Optional[Callable[[Any], None]] = None
+        self._seen: dict[str, list[int]] = {}
+        self._next_loss_check = 0.0
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def create(self, config: Optional[PerformanceConfig] = None) -> None:
+        """Loads bpfcap's BPF object and creates its rings (no probe attached yet)."""
+        if config is not None:
+            self.config = config
+        if self._native is not None:
+            raise ClosedError("the ring buffers were already created")
+        cfg = self.config
+        self._native = await anyio.to_thread.run_sync(
+            _native.Capture, cfg.ring_buffer_size, cfg.wakeup_bytes, self._disabled, cfg.rings
+        )
+
+    def close(self) -> None:
+        """Detaches every probe and frees the rings. Idempotent."""
+        if self._native is not None:
+            self._native.close()
+            self._native = None
+
+    async def __aenter__(self) -> RingBufferManager:
+        if self._native is None:
+            await self.create()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def native(self) -> _native.Capture:
+        if self._native is None:
+            raise ClosedError("the ring buffers are not created (call create() or use async with)")
+        return self._native
+
+    # -- reading ---------------------------------------------------------------------
+
+    def set_callback(self, fn: Optional[Callable[[Any], None]]) -> None:
+        """Has ``fn(event)`` called for every event ``poll`` reads (None: no callback)."""
+        if fn is not None and not callable(fn):
+            raise TypeError(f"the callback must be callable, not {fn!r}")
+        self._callback = fn
+
+    async def wait(self, timeout: Optional[float] = None) -> None:
+        """Waits for a wake-up (a batch's worth of data is pending) or ``timeout``
+        (default: the poll interval), whichever comes first. Holds no GIL: the
+        event loop's selector waits."""
+        native = self.native
+        with anyio.move_on_after(self.config.poll_interval if timeout is None else timeout):
+            await anyio.wait_readable(native.fileno())
+        native.take_wakeups()
+
+    def drain(self) -> list[list[Any]]:
+        """Everything pending, decoded, in batches of at most ``batch_size``;
+        loss notices (ring full, sampled out, rate limited) are added as
+        ``loss`` events when the kernel's counters grew."""
+        native = self.native
+        size = self.config.batch_size
+        batches = []
+        while True:
+            batch = native.drain(size)
+            if batch:
+                batches.append(batch)
+            if len(batch) < size:
+                break
+        now = time.monotonic()
+        if now >= self._next_loss_check:
+            self._next_loss_check = now + LOSS_CHECK_INTERVAL
+            notices = self.loss_notices()
+            if notices:
+                batches.append(notices)
+        return batches
+
+    async def poll(self, timeout: Optional[float] = None) -> list[Any]:
+        """Waits as ``wait`` does, then returns every pending event (and loss
+        notice), after handing each to the callback if one is set."""
+        await self.wait(timeout)
+        events = [e for batch in self.drain() for e in batch]
+        if self._callback is not None:
+            for e in events:
+                self._callback(e)
+        return events
+
+    def loss_notices(self) -> list[Any]:
+        """Loss events for what the kernel counted since the last call: records
+        lost because a ring was full, sampled out, rate limited."""
+        native = self.native
+        drops = native.drops()
+        counters = {
+            "kernel_ring_full": native.lost_in_kernel(),
+            "sampled": drops["sampled"],
+            "rate_limited": drops["rate_limited"],
+        }
+        notices = []
+        for reason, totals in counters.items():
+            seen = self._seen.setdefault(reason, [0] * len(totals))
+            for type_id, total in enumerate(totals):
+                if total > seen[type_id]:
+                    notices.append(_native.loss_event(total - seen[type_id], reason, type_id))
+                    seen[type_id] = total
+        return notices
+
+    # -- stats -------------------------------------------------------------------------
+
+    def get_stats(self) -> RingBufferStats:
+        native = self.native
+        st = native.stats()
+        drops = native.drops()
+        lost = native.lost_in_kernel()
+        counters = {**drops, "kernel_ring_full": lost}
+        by_type = {
+            t.json_name: {reason: counts[t] for reason, counts in counters.items() if counts[t]}
+            for t in EventType
+            if any(counts[t] for counts in counters.values())
+        }
+        fill, size = native.fill()
+        return RingBufferStats(
+            received=st["received"],
+            bytes=st["bytes"],
+            polls=st["polls"],
+            batches=st["batches"],
+            decode_errors=st["decode_errors"],
+            enrich_failed=st["enrich_failed"],
+            lost_in_kernel=sum(lost),
+            lost_by_cpu=tuple(native.lost_by_cpu()),
+            lost_by_type={EventType(i).json_name: n for i, n in enumerate(lost) if n},
+            filtered=sum(drops["filtered"]),
+            sampled_out=sum(drops["sampled"]),
+            rate_limited=sum(drops["rate_limited"]),
+            by_type=by_type,
+            fill_bytes=fill,
+            ring_bytes=size,
+        )
+
