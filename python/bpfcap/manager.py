@@ -84,6 +84,9 @@ class Subscription:
             await self._send.send(batch)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             self._manager._unsubscribe(self)
+        except anyio.get_cancelled_exc_class():
+            self.dropped += len(batch)  # the capture stopped while it waited for room
+            raise
         else:
             self.delivered += len(batch)
 
@@ -174,7 +177,7 @@ class CaptureManager:
         self._subs: list[Subscription] = []
         self._dropped_by_gone: dict[str, int] = {}
         self._stop_requested = False
-        self._wait_scope: Optional[anyio.CancelScope] = None
+        self._pump_scope: Optional[anyio.CancelScope] = None
         self._filter = EventFilter()
 
     # -- lifecycle -----------------------------------------------------------------
@@ -197,8 +200,8 @@ class CaptureManager:
         out (their ``async for`` loops then finish); ``stop()`` completes the shutdown.
         Call it from the event loop's thread, e.g. from a signal-handling task."""
         self._stop_requested = True
-        if self._wait_scope is not None:
-            self._wait_scope.cancel()
+        if self._pump_scope is not None:
+            self._pump_scope.cancel()
 
     async def stop(self) -> None:
         """Delivers what is already in the ring, ends all subscriptions, detaches every probe."""
@@ -366,13 +369,14 @@ class CaptureManager:
     async def _pump(self) -> None:
         rings = self._rings
         try:
-            while not self._stop_requested:
-                with anyio.CancelScope() as self._wait_scope:
+            # request_stop() cancels this scope, wherever the pump waits: for the
+            # rings, or for room in a blocking subscriber's queue.
+            with anyio.CancelScope() as self._pump_scope:
+                while not self._stop_requested:
                     await rings.wait()
-                self._wait_scope = None
-                for batch in rings.drain():
-                    await self._dispatch(batch)
-                await anyio.lowlevel.checkpoint()
+                    for batch in rings.drain():
+                        await self._dispatch(batch)
+                    await anyio.lowlevel.checkpoint()
         finally:
             # Whatever ended the pump, hand out what the rings still hold, then
             # end the subscriptions so their readers finish.

@@ -491,6 +491,7 @@ impl Capture {
     /// readable again only at the next wake-up (the rings are registered
     /// edge-triggered: pending data alone does not make it readable).
     pub fn take_wakeups(&mut self) -> Result<bool> {
+        self.stats.polls += 1; // an async wait (on `fd()`) just ended
         self.wait_epoll(0)
     }
 
