@@ -27,6 +27,7 @@ from .filters import EventFilter
 from .manager import CaptureManager, Subscription
 from .programs import BPFProgSpec, SupportedProbes
 from .ringbuffer import RingBufferManager, RingBufferStats
+from .session import CommandNotFound, Session, Summary
 
 __all__ = [
     "AttachError",
@@ -34,6 +35,7 @@ __all__ = [
     "BpfcapError",
     "CaptureManager",
     "ClosedError",
+    "CommandNotFound",
     "ConfigError",
     "Event",
     "EventFilter",
@@ -43,7 +45,9 @@ __all__ = [
     "PrivilegeError",
     "RingBufferManager",
     "RingBufferStats",
+    "Session",
     "Subscription",
+    "Summary",
     "SupportedProbes",
     "UnknownProbeError",
 ]

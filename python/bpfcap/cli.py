@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
-import shutil
 import signal
 import sys
 from typing import Any, BinaryIO, Callable, Optional, Sequence
@@ -21,6 +19,7 @@ from .events import EventType, parse_types
 from .filters import EventFilter
 from .manager import CaptureManager, Subscription
 from .ringbuffer import RingBufferStats
+from .session import CommandNotFound
 
 PROCESS_TYPES = frozenset({EventType.PROCESS_EXEC, EventType.PROCESS_EXIT, EventType.PROCESS_FORK})
 EXIT_USAGE = 2
@@ -117,15 +116,6 @@ async def stop_on_signals(mgr: CaptureManager, *, task_status: anyio.abc.TaskSta
         async for _ in signals:
             mgr.request_stop()
             return
-
-
-async def forward_signals(proc: anyio.abc.Process) -> None:
-    """While `exec` runs a command, the command decides what SIGINT means (the
-    terminal sends it to the command too); SIGTERM sent to bpfcap is passed on."""
-    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            if signum == signal.SIGTERM and proc.returncode is None:
-                proc.send_signal(signal.SIGTERM)
 
 
 async def stop_after(mgr: CaptureManager, seconds: float) -> None:
@@ -238,44 +228,13 @@ async def stream(sub: Subscription, write: Callable[[list[Any]], None], counter:
         write(batch)
 
 
-class ProcessTable:
-    """The processes seen in a command's events, for its summary. Which events
-    belong to the command is decided in the kernel (its pid tree is followed
-    from fork events); this only collects what arrives."""
-
-    def __init__(self, root: int) -> None:
-        self.root = root
-        self.root_exit: Optional[Any] = None
-        self.processes: dict[int, dict[str, Any]] = {}
-
-    def add(self, e: Any) -> None:
-        t = e.type_id
-        if t == EventType.PROCESS_FORK:
-            self.processes.setdefault(e.child_pid, {"pid": e.child_pid, "ppid": e.pid})
-        elif t == EventType.PROCESS_EXEC:
-            p = self.processes.setdefault(e.pid, {"pid": e.pid, "ppid": e.ppid})
-            p["argv"] = e.argv
-            p["filename"] = e.filename
-        elif t == EventType.PROCESS_EXIT:
-            p = self.processes.setdefault(e.pid, {"pid": e.pid, "ppid": e.ppid})
-            p["exit_code"] = e.exit_code
-            p["signal"] = e.signal
-            if e.pid == self.root:
-                self.root_exit = e
-
-
-async def wait_stopped(pid: int, timeout: float = 10.0) -> None:
-    """Waits until process `pid` has stopped itself (state T in /proc)."""
-    with anyio.fail_after(timeout):
-        while True:
-            try:
-                with open(f"/proc/{pid}/stat", "rb") as f:
-                    state = f.read().rsplit(b")", 1)[1].split()[0]
-            except (OSError, IndexError):
-                raise BpfcapError(f"the command's process {pid} went away before it could be followed") from None
-            if state in (b"T", b"t"):
-                return
-            await anyio.sleep(0.001)
+async def ignore_sigint(*, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    """While `exec` runs a command, Ctrl-C is the command's to handle (the
+    terminal sends it to the command too); bpfcap carries on until it ends."""
+    with anyio.open_signal_receiver(signal.SIGINT) as signals:
+        task_status.started()
+        async for _ in signals:
+            pass
 
 
 async def cmd_exec(args: argparse.Namespace) -> int:
@@ -286,82 +245,42 @@ async def cmd_exec(args: argparse.Namespace) -> int:
         raise UsageError("exec needs a command: bpfcap exec [options] -- CMD [ARGS...]")
     if args.pid or args.no_follow:
         raise UsageError("--pid and --no-follow do not apply to exec: it follows its command's process tree")
-    if shutil.which(command[0]) is None:
-        print(f"bpfcap: {command[0]}: command not found", file=sys.stderr)
-        return 127
-    types = (parse_types(args.types) or PROCESS_TYPES) | PROCESS_TYPES
+    if args.grace < 0:
+        raise UsageError(f"--grace must be 0 or more seconds, not {args.grace}")
+    types = parse_types(args.types) or None
     user_filter = build_filter(args)
     out = open_output(args.output, sys.stderr.buffer)
+    summary_out = open_output(args.summary, sys.stderr.buffer) if args.summary else None
     write = make_writer(out, args.format)
-    counter = Counter()
     try:
-        async with CaptureManager(perf_config(args)) as mgr, await mgr.subscribe(types) as sub:
-            # Nothing passes until the command's pid is known (the kernel makes
-            # no loss events itself, so this lets nothing through); the command
-            # stops itself before exec, and continues once the kernel follows
-            # its pid: its exec and everything after are captured.
-            await mgr.set_filter(EventFilter(event_types=(EventType.LOSS,)))
-            proc = await anyio.open_process(
-                ["/bin/sh", "-c", 'kill -STOP $$; exec "$@"', "bpfcap-exec", *command], stdin=None, stdout=None, stderr=None
-            )
-            await wait_stopped(proc.pid)
-            await mgr.set_filter(dataclasses.replace(user_filter, pids=(proc.pid,), follow_children=True))
-            await mgr.track(proc.pid, args.label or command[0])
-            proc.send_signal(signal.SIGCONT)
-            table = ProcessTable(proc.pid)
-            async with anyio.create_task_group() as tg:
-                consumed = anyio.Event()
-
-                async def consume() -> None:
-                    async for batch in sub.batches():
-                        for e in batch:
-                            table.add(e)
-                        counter.add(batch)
-                        write(batch)
-                    consumed.set()
-
-                tg.start_soon(consume)
-                tg.start_soon(forward_signals, proc)
-                rc = await proc.wait()
-                # Wait (briefly) until the command's own exit event has come through the ring,
-                # then end the capture; `consume` writes what is left and returns.
-                with anyio.move_on_after(max(2.0, 20 * args.poll_interval)):
-                    while table.root_exit is None:
-                        await anyio.sleep(args.poll_interval)
-                mgr.request_stop()
-                await consumed.wait()
-                tg.cancel_scope.cancel()
+        async with CaptureManager(perf_config(args)) as mgr:
+            if user_filter != EventFilter():
+                await mgr.set_filter(user_filter)
+            try:
+                async with anyio.create_task_group() as tg:
+                    await tg.start(ignore_sigint)
+                    async with mgr.session(command, label=args.label, types=types, grace=args.grace) as session:
+                        async for batch in session.batches():
+                            write(batch)
+                    tg.cancel_scope.cancel()
+            except BaseException as raised:  # noqa: BLE001 - only a missing command is handled here
+                if not isinstance(unwrap(raised), CommandNotFound):
+                    raise
+                print(f"bpfcap: {unwrap(raised)}", file=sys.stderr)
+                return 127
+            stats = mgr.stats()
     finally:
-        if out is not sys.stderr.buffer:
-            out.close()
-    code = rc if rc >= 0 else 128 - rc
-    print_exec_summary(table, counter, code)
+        for f in (out, summary_out):
+            if f is not None and f is not sys.stderr.buffer:
+                f.close()
+    summary = session.summary
+    assert summary is not None and session.returncode is not None
+    print(summary.render_text(), file=sys.stderr)
+    print(format_stats(stats), file=sys.stderr)
     if args.summary:
         with open_output(args.summary, sys.stderr.buffer) as f:
-            f.write(orjson.dumps(exec_summary(table, counter, code), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
-    return code
-
-
-def exec_summary(tree: ProcessTable, counter: Counter, code: int) -> dict[str, Any]:
-    return {
-        "exit_code": code,
-        "processes": [tree.processes[p] for p in sorted(tree.processes)],
-        "events": counter.by_type,
-        "lost": counter.lost,
-    }
-
-
-def print_exec_summary(tree: ProcessTable, counter: Counter, code: int) -> None:
-    lines = [f"bpfcap: command exited with {code}; {len(tree.processes)} process(es):"]
-    for pid in sorted(tree.processes):
-        p = tree.processes[pid]
-        argv = " ".join(p.get("argv") or []) or "(no exec)"
-        end = f"exit {p['exit_code']}" if p.get("exit_code") is not None else (
-            f"signal {p['signal']}" if p.get("signal") else "running"
-        )
-        lines.append(f"  {pid:>7} ppid {p['ppid']:>7}  {end:<10} {argv}")
-    lines.append(counter.summary())
-    print("\n".join(lines), file=sys.stderr)
+            f.write(orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2) + b"\n")
+    return session.returncode
 
 
 async def cmd_doctor(args: argparse.Namespace) -> int:
@@ -463,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     common(ex)
     ex.add_argument("--summary", help="write a JSON summary to FILE (created mode 0600)")
     ex.add_argument("--label", help="session label of the command's events (default: the command's name)")
+    ex.add_argument("--grace", type=float, default=2.0,
+                    help="seconds to wait for descendants still running after the command exits (default 2)")
     ex.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARGS...]")
 
     doc = sub.add_parser("doctor", help="check the kernel, privileges and which mechanism each probe uses")

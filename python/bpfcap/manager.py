@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from types import TracebackType
-from typing import Any, Iterable, Literal, Optional
+from typing import Any, Iterable, Literal, Optional, Sequence
 
 import anyio
 import anyio.abc
@@ -27,12 +27,15 @@ from .events import EventType, TypeLike, parse_types
 from .filters import EventFilter
 from .programs import BPFProgSpec
 from .ringbuffer import RingBufferManager, RingBufferStats
+from .session import Session
 
 __all__ = ["CaptureManager", "Subscription"]
 
 Batch = list  # list[Event]
 Policy = Literal["drop", "block"]
 _names = itertools.count(1)
+# The kernel never makes loss events: a filter on them lets nothing through.
+NOTHING = EventFilter(event_types=(EventType.LOSS,))
 
 
 class Subscription:
@@ -179,6 +182,7 @@ class CaptureManager:
         self._stop_requested = False
         self._pump_scope: Optional[anyio.CancelScope] = None
         self._filter = EventFilter()
+        self._sessions: dict[Session, Optional[int]] = {}
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -283,6 +287,20 @@ class CaptureManager:
         atomically (no moment where everything or nothing passes), together with
         the config's ``sampling_rate`` and ``max_events_per_sec``. On error the
         previous filter stays in force."""
+        await self._apply_filter(self._effective_filter(event_filter))
+        self._filter = event_filter
+
+    def _effective_filter(self, base: EventFilter) -> EventFilter:
+        """While sessions run, the capture follows their processes (and the
+        filter's own pids) with the filter's other fields."""
+        if not self._sessions:
+            return base
+        pids = sorted({p for p in self._sessions.values() if p} | set(base.pids))
+        if not pids:
+            return NOTHING
+        return dataclasses.replace(base, pids=tuple(pids), follow_children=True)
+
+    async def _apply_filter(self, event_filter: EventFilter) -> None:
         native = self._require()
         sampling, by_type = self.config.kernel_sampling()
         types = [int(t) for t in event_filter.event_types] or None
@@ -301,7 +319,6 @@ class CaptureManager:
                 max_events_per_sec=self.config.max_events_per_sec,
             )
         )
-        self._filter = event_filter
 
     @property
     def filter(self) -> EventFilter:
@@ -316,6 +333,29 @@ class CaptureManager:
             raise ConfigError(f"invalid label = {label!r}: must be a non-empty string")
         native = self._require()
         await anyio.to_thread.run_sync(native.track, pid, label)
+
+    # -- sessions --------------------------------------------------------------------
+
+    def session(self, command: Sequence[str], **kwargs: Any) -> Session:
+        """Runs ``command`` under capture: ``async with mgr.session(cmd, label=...) as s``,
+        iterate ``s`` for its events; afterwards ``s.summary`` and ``s.returncode``.
+        See ``Session`` for the options (types, grace, cwd, env, stdin/stdout/stderr).
+        While a session runs, the capture follows the sessions' processes only."""
+        self._require()
+        return Session(self, command, **kwargs)
+
+    async def _session_enter(self, session: Session) -> None:
+        self._sessions[session] = None
+        await self._apply_filter(self._effective_filter(self._filter))
+
+    async def _session_follow(self, session: Session, pid: int) -> None:
+        self._sessions[session] = pid
+        await self._apply_filter(self._effective_filter(self._filter))
+
+    async def _session_exit(self, session: Session) -> None:
+        self._sessions.pop(session, None)
+        if self._running:
+            await self._apply_filter(self._effective_filter(self._filter))
 
     # -- programs --------------------------------------------------------------------
 

@@ -41,7 +41,7 @@ def test_exec_propagates_exit_code_and_reports_the_shell(bpfcap_cmd: list[str], 
     assert [p["argv"] for p in summary["processes"]] == [["sh", "-c", "exit 3"]]
     for f in (events_file, summary_file):
         assert stat.S_IMODE(f.stat().st_mode) == 0o600
-    assert "command exited with 3" in r.stderr
+    assert "exited with 3" in r.stderr
 
 
 def test_exec_follows_descendants_only(bpfcap_cmd: list[str], token: str, tmp_path: Path) -> None:

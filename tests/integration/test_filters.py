@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -40,6 +41,17 @@ class Gate:
 NOTHING = EventFilter(event_types=(EventType.LOSS,))  # the kernel never makes loss events: nothing passes
 
 
+@contextlib.asynccontextmanager
+async def closed(cfg: PerformanceConfig, types: list[EventType]) -> Any:
+    """A capture that lets nothing through yet, and a subscription to it: set
+    the filter before subscribing, or what the probes admit meanwhile (any
+    process's events) is still delivered."""
+    async with CaptureManager(cfg) as mgr:
+        await mgr.set_filter(NOTHING)
+        async with await mgr.subscribe(types) as sub:
+            yield mgr, sub
+
+
 async def events_until(sub: Any, pred: Any, timeout: float = 5.0) -> list[Any]:
     return await collect_until(sub, pred, timeout)
 
@@ -76,8 +88,7 @@ def execs(events: list[Any]) -> list[list[str]]:
 
 async def test_a_pid_tree_is_followed_at_every_level_and_nothing_else(token: str) -> None:
     script = f"/bin/echo {token}-1; sh -c '/bin/echo {token}-2; sh -c \"/bin/echo {token}-3\"'"
-    async with CaptureManager(FAST) as mgr, await mgr.subscribe([EventType.PROCESS_EXEC]) as sub:
-        await mgr.set_filter(NOTHING)
+    async with closed(FAST, [EventType.PROCESS_EXEC]) as (mgr, sub):
         gate = Gate(["sh", "-c", script], stdout=subprocess.DEVNULL)
         await mgr.set_filter(EventFilter(pids=[gate.pid]))
         noise = subprocess.Popen(["sh", "-c", f"for i in 1 2 3; do /bin/echo {token}-noise; done"], stdout=subprocess.DEVNULL)
@@ -103,8 +114,7 @@ def _descendant_pids(events: list[Any], root: int) -> set[int]:
 
 
 async def test_no_follow_captures_only_the_parent(token: str) -> None:
-    async with CaptureManager(FAST) as mgr, await mgr.subscribe([EventType.PROCESS_EXEC, EventType.PROCESS_FORK, EventType.PROCESS_EXIT]) as sub:
-        await mgr.set_filter(NOTHING)
+    async with closed(FAST, [EventType.PROCESS_EXEC, EventType.PROCESS_FORK, EventType.PROCESS_EXIT]) as (mgr, sub):
         gate = Gate(["sh", "-c", f"/bin/echo {token}; exit 5"], stdout=subprocess.DEVNULL)
         await mgr.set_filter(EventFilter(pids=[gate.pid], follow_children=False))
         await anyio.to_thread.run_sync(gate.go)
@@ -293,8 +303,7 @@ WRITER = "import os, sys\nfd = os.open('/dev/null', os.O_WRONLY)\nfor _ in range
 async def test_sampling_keeps_a_tenth_and_counts_the_rest() -> None:
     n = 100_000
     cfg = PerformanceConfig(ring_buffer_size=1 << 24, batch_size=4096, poll_interval=0.01, sampling_rate={"file_write": 0.1})
-    async with CaptureManager(cfg) as mgr, await mgr.subscribe([EventType.FILE_WRITE]) as sub:
-        await mgr.set_filter(NOTHING)
+    async with closed(cfg, [EventType.FILE_WRITE]) as (mgr, sub):
         gate = Gate([sys.executable, "-c", WRITER, str(n)])
         await mgr.set_filter(EventFilter(pids=[gate.pid]))
         events = await run_and_collect(sub, gate)
@@ -311,8 +320,7 @@ async def test_sampling_keeps_a_tenth_and_counts_the_rest() -> None:
 async def test_rate_limit_delivers_about_the_rate_and_counts_the_rest() -> None:
     cfg = PerformanceConfig(ring_buffer_size=1 << 24, poll_interval=0.01, max_events_per_sec=1000)
     loop = "import os, time\nfd = os.open('/dev/null', os.O_WRONLY)\nend = time.time() + 3\nwhile time.time() < end: os.write(fd, b'x')\n"
-    async with CaptureManager(cfg) as mgr, await mgr.subscribe([EventType.FILE_WRITE]) as sub:
-        await mgr.set_filter(NOTHING)
+    async with closed(cfg, [EventType.FILE_WRITE]) as (mgr, sub):
         gate = Gate([sys.executable, "-c", loop])
         await mgr.set_filter(EventFilter(pids=[gate.pid]))
         events = await run_and_collect(sub, gate)

@@ -33,7 +33,8 @@ class Writer:
 
 
 async def follow(mgr: CaptureManager, n: int) -> Writer:
-    await mgr.set_filter(NOTHING)
+    """A writer whose events (only) pass. Set NOTHING before subscribing: what
+    a probe admits before the filter excludes it is still delivered."""
     w = Writer(n)
     await mgr.set_filter(EventFilter(pids=[w.pid]))
     return w
@@ -48,6 +49,7 @@ async def test_loss_accounting_is_exact_with_a_tiny_ring_and_a_stalled_consumer(
     # reads nothing until the workload is done: most records cannot be written.
     cfg = PerformanceConfig(ring_buffer_size=64 << 10, batch_size=64, poll_interval=0.005)
     async with CaptureManager(cfg) as mgr:
+        await mgr.set_filter(NOTHING)
         sub = await mgr.subscribe([EventType.FILE_WRITE], policy="block", max_batches=1)
         w = await follow(mgr, 100_000)
         await anyio.to_thread.run_sync(w.run)
@@ -69,6 +71,7 @@ async def test_loss_accounting_is_exact_with_a_tiny_ring_and_a_stalled_consumer(
 async def test_a_full_queue_drops_for_that_subscriber_only_and_says_so() -> None:
     cfg = PerformanceConfig(ring_buffer_size=64 << 20, batch_size=256, poll_interval=0.005)
     async with CaptureManager(cfg) as mgr:
+        await mgr.set_filter(NOTHING)
         fast = await mgr.subscribe([EventType.FILE_WRITE], name="fast")
         slow = await mgr.subscribe([EventType.FILE_WRITE], name="slow", max_batches=2)
         w = await follow(mgr, 200_000)
@@ -107,6 +110,7 @@ async def test_a_full_queue_drops_for_that_subscriber_only_and_says_so() -> None
 async def test_block_policy_loses_nothing_at_the_subscriber() -> None:
     cfg = PerformanceConfig(ring_buffer_size=64 << 20, batch_size=256, poll_interval=0.005)
     async with CaptureManager(cfg) as mgr:
+        await mgr.set_filter(NOTHING)
         sub = await mgr.subscribe([EventType.FILE_WRITE], policy="block", max_batches=2)
         w = await follow(mgr, 100_000)
         got = 0
@@ -148,7 +152,9 @@ async def test_ring_buffer_manager_poll_and_callback() -> None:
 
 async def test_several_rings_deliver_everything_in_time_order() -> None:
     cfg = PerformanceConfig(ring_buffer_size=1 << 22, batch_size=1024, poll_interval=0.01, rings=4)
-    async with CaptureManager(cfg) as mgr, await mgr.subscribe([EventType.FILE_WRITE]) as sub:
+    async with CaptureManager(cfg) as mgr:
+        await mgr.set_filter(NOTHING)
+        sub = await mgr.subscribe([EventType.FILE_WRITE])
         w = await follow(mgr, 20_000)
         got: list[Any] = []
         async with anyio.create_task_group() as tg:
@@ -159,6 +165,7 @@ async def test_several_rings_deliver_everything_in_time_order() -> None:
                         return
             tg.start_soon(read)
             await anyio.to_thread.run_sync(w.run)
+        await sub.aclose()
     assert len(got) == w.events
     stamps = [e.ts_ns for e in got]
     assert stamps == sorted(stamps)  # one writer: its events in order, whichever ring they took
