@@ -97,15 +97,16 @@ class Counter:
         return f"bpfcap: {self.total} events ({parts or 'none'}); {self.lost} lost"
 
 
-async def status_line(counter: Counter) -> None:
-    """Live events/s on a terminal's stderr; never on a pipe."""
+async def status_line(counter: Counter, mgr: CaptureManager) -> None:
+    """Live events/s, losses and attached probes on a terminal's stderr; never on a pipe."""
     last, last_t = 0, anyio.current_time()
     while True:
         await anyio.sleep(1)
         now = anyio.current_time()
         rate = (counter.total - last) / max(now - last_t, 1e-9)
         last, last_t = counter.total, now
-        sys.stderr.write(f"\r\x1b[K{counter.total} events, {rate:,.0f}/s, {counter.lost} lost")
+        probes = ", ".join(f"{p['name']}:{p['mechanism']}" for p in mgr.probes())
+        sys.stderr.write(f"\r\x1b[K{counter.total:,} events, {rate:,.0f}/s, {counter.lost:,} lost | {probes}")
         sys.stderr.flush()
 
 
@@ -190,7 +191,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
                 names = ", ".join(sorted(t.json_name for t in types))
                 print(f"bpfcap: capturing {names} (Ctrl-C to stop)", file=sys.stderr, flush=True)
                 if sys.stderr.isatty() and out is not sys.stderr.buffer:
-                    tg.start_soon(status_line, counter)
+                    tg.start_soon(status_line, counter, mgr)
                 if args.duration is not None:
                     tg.start_soon(stop_after, mgr, args.duration)
                 await stream(sub, write, counter, args.max_events)

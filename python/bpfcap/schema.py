@@ -124,3 +124,86 @@ def summary_errors(d: dict[str, Any]) -> list[str]:
             errors += [f"{part}: {k} = {item[k]!r} is not {t}" for k, t in keys.items() if k in item and not check(item[k], t)]
             items += item.get("children", []) if part == "processes" else []
     return errors
+
+
+MEANING: dict[str, str] = {
+    "type": "event type name",
+    "ts_ns": "kernel time of the event (CLOCK_MONOTONIC, ns)",
+    "time": "wall-clock time, RFC 3339 UTC with nanoseconds",
+    "pid": "process (thread-group) id",
+    "tid": "thread id",
+    "ppid": "parent's pid",
+    "uid": "user id",
+    "gid": "group id",
+    "comm": "command name (15 bytes at most)",
+    "cgroup_id": "cgroup v2 id",
+    "container_id": "container of the cgroup (Docker, containerd, CRI-O, Podman), or null",
+    "pod_uid": "Kubernetes pod of the cgroup, or null",
+    "mnt_ns": "mount namespace inode",
+    "pid_ns": "pid namespace inode",
+    "net_ns": "network namespace inode",
+    "session": "session label of the process tree (`track`, `session`, `exec --label`), or null",
+    "filename": "the path as given to execve",
+    "argv": "arguments (2048 bytes at most)",
+    "argv_truncated": "argv was cut",
+    "filename_truncated": "present (true) only when the filename was cut",
+    "exit_code": "exit status 0-255, null when killed by a signal",
+    "signal": "the signal that killed the process, or null",
+    "core_dumped": "a core was dumped",
+    "child_pid": "pid of the new process",
+    "family": "`ipv4` or `ipv6`",
+    "saddr": "source address (null if unknown)",
+    "daddr": "destination address",
+    "sport": "source port (null if unknown)",
+    "dport": "destination port",
+    "bytes": "bytes read, written or sent (null if the mechanism cannot know)",
+    "path": "absolute path, or its end when `path_truncated`",
+    "path_truncated": "the path was cut (deeper than 32 levels or longer than 2048 bytes)",
+    "fd": "file descriptor (null from kprobe, fentry and LSM mechanisms)",
+    "flags": "the open file's `f_flags`",
+    "mask": "permission mask (`MAY_WRITE` 2, `MAY_READ` 4, ...)",
+    "probe": "the user-defined probe's name",
+    "args": "integer arguments (kprobe, uprobe, raw tracepoint, LSM)",
+    "ret": "return value (kretprobe, uretprobe)",
+    "fields": "a tracepoint's fields by name, decoded from its format file",
+    "program": "the program of a user's own object",
+    "raw": "a user's own object's record, hex",
+    "count": "events lost",
+    "reason": "`kernel_ring_full`, `subscriber_queue_full`, `sampled`, `rate_limited`",
+    "lost_type": "the type lost, when known",
+    "command": "the command and its arguments",
+    "label": "the session label",
+    "duration_s": "seconds from the command's start to its exit",
+    "processes": "the process tree: pid, ppid, argv, filename, exit_code, signal, children",
+    "files": "per path: opens, reads, read_bytes, writes, written_bytes",
+    "tcp": "per destination: family, daddr, dport, connects, closes",
+    "udp": "per destination: family, daddr, dport, sends, bytes",
+    "exec_checks": "per filename: count",
+    "file_permissions": "per path and mask: access (read, write, ...), count",
+    "events": "events by type",
+    "lost": "events lost, by reason",
+}
+
+
+def _row(key: str, kind: str) -> str:
+    t = kind.rstrip("?") + (" or null" if kind.endswith("?") else "")
+    return f"| `{key}` | {t} | {MEANING[key]} |"
+
+
+def markdown() -> str:
+    """The README's schema section (kept in step by a test)."""
+    head = "| key | type | meaning |\n| --- | --- | --- |"
+    out = ["Common keys (all events but `loss`):", "", head, *(_row(k, v) for k, v in COMMON.items())]
+    for t, keys in EVENTS.items():
+        extra = {**keys, **OPTIONAL.get(t, {})}
+        out += ["", f"`{t}`:", "", head, *(_row(k, v) for k, v in extra.items())]
+    out += ["", "`probe` (common keys, `probe`, and one of `args`, `ret`, `fields`, or `program` with `raw`):", "", head,
+            *(_row(k, v) for k, v in PROBE.items())]
+    out += ["", "`loss`:", "", head, *(_row(k, v) for k, v in LOSS.items())]
+    out += ["", "Session summary (`bpfcap exec --summary FILE`, `Session.summary.to_dict()`):", "", head,
+            *(_row(k, v) for k, v in SUMMARY.items())]
+    return "\n".join(out)
+
+
+if __name__ == "__main__":
+    print(markdown())
