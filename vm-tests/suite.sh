@@ -14,7 +14,8 @@ $py -m bpfcap doctor --json > "$out/doctor.json" || rc=1
 # What depends on the kernel; the command line and sessions (userspace over
 # the same calls) run on the host only, to fit three kernels in the CI budget.
 kernel_tests="tests/integration/test_process_events.py tests/integration/test_probes.py
-  tests/integration/test_user_probes.py tests/integration/test_filters.py tests/integration/test_pipeline.py"
+  tests/integration/test_user_probes.py tests/integration/test_filters.py tests/integration/test_pipeline.py
+  tests/integration/test_reliability.py"
 echo "== preferred mechanisms"
 pytest $kernel_tests || rc=1
 echo "== fentry/fexit forced (kprobe and LSM disabled)"
