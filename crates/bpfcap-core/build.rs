@@ -36,19 +36,21 @@ fn main() {
     // Nothing of the outer (host) build may leak into the BPF build.
     for (key, _) in env::vars_os() {
         let key = key.to_string_lossy();
-        if (key.starts_with("CARGO_") && key != "CARGO_HOME") || key.starts_with("RUSTC_WRAPPER")
-            || key == "RUSTC_WORKSPACE_WRAPPER" || key == "RUSTFLAGS" || key == "RUSTDOCFLAGS"
+        if (key.starts_with("CARGO_") && key != "CARGO_HOME")
+            || key.starts_with("RUSTC_WRAPPER")
+            || key == "RUSTC_WORKSPACE_WRAPPER"
+            || key == "RUSTFLAGS"
+            || key == "RUSTDOCFLAGS"
         {
             cmd.env_remove(&*key);
         }
     }
-    let status = cmd.status().unwrap_or_else(|e| {
-        panic!("cannot run {cargo} to build the BPF programs ({e}); run `make setup` first")
-    });
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run {cargo} to build the BPF programs ({e}); run `make setup` first"));
     if !status.success() {
         panic!("building bpf-rs/ failed ({status}); `make setup` installs the BPF toolchain");
     }
     let obj = target_dir.join("bpfel-unknown-none/release/bpfcap");
-    std::fs::copy(&obj, out_dir.join("bpfcap.bpf.o"))
-        .unwrap_or_else(|e| panic!("copying {}: {e}", obj.display()));
+    std::fs::copy(&obj, out_dir.join("bpfcap.bpf.o")).unwrap_or_else(|e| panic!("copying {}: {e}", obj.display()));
 }

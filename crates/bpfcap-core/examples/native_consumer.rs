@@ -6,7 +6,12 @@
 //! Captures file_write events of PID, prints `ready` once attached, and when
 //! its stdin closes prints one JSON line: delivered, lost, cpu_s, seconds.
 
-use std::{io::Read, sync::atomic::{AtomicBool, Ordering}, sync::Arc, time::{Duration, Instant}};
+use std::{
+    io::Read,
+    sync::atomic::{AtomicBool, Ordering},
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use bpfcap_common::kind;
 use bpfcap_core::{filter::FilterSpec, Capture, CaptureConfig, Payload};
@@ -26,8 +31,11 @@ fn main() {
     let ring: u32 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(16 << 20);
     let batch: usize = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(4096);
     let poll_ms: u64 = args.get(5).and_then(|a| a.parse().ok()).unwrap_or(20);
-    let mut cap = Capture::open(CaptureConfig { ring_size: ring, wakeup_bytes: (batch as u64 * 96).min(ring as u64 / 4), rings: 1 }, Vec::new())
-        .expect("open capture");
+    let mut cap = Capture::open(
+        CaptureConfig { ring_size: ring, wakeup_bytes: (batch as u64 * 96).min(ring as u64 / 4), rings: 1 },
+        Vec::new(),
+    )
+    .expect("open capture");
     cap.enable_kind(kind::FILE_WRITE).expect("attach");
     cap.set_filter(FilterSpec { pids: vec![pid], ..FilterSpec::default() }).expect("filter");
     println!("ready");

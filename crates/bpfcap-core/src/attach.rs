@@ -4,7 +4,10 @@
 use std::any::Any;
 
 use aya::{
-    programs::{uprobe::{UProbeAttachLocation, UProbeScope}, FEntry, FExit, KProbe, Lsm, ProgramError, RawTracePoint, TracePoint, UProbe},
+    programs::{
+        uprobe::{UProbeAttachLocation, UProbeScope},
+        FEntry, FExit, KProbe, Lsm, ProgramError, RawTracePoint, TracePoint, UProbe,
+    },
     Btf, Ebpf,
 };
 
@@ -32,9 +35,8 @@ pub fn attach(
         program: program.to_owned(),
         reason: "no program of that name in the BPF object".into(),
     })?;
-    let need_btf = || {
-        btf.ok_or_else(|| fail("needs the kernel's BTF (/sys/kernel/btf/vmlinux), which is missing".into()))
-    };
+    let need_btf =
+        || btf.ok_or_else(|| fail("needs the kernel's BTF (/sys/kernel/btf/vmlinux), which is missing".into()));
     macro_rules! typed {
         ($t:ty) => {{
             let p: &mut $t = prog.try_into().map_err(|e: ProgramError| Error::Load {
@@ -95,7 +97,9 @@ pub fn attach(
             }
             let id = match location {
                 UprobeAt::Symbol(sym) => p.attach(sym, &binary, UProbeScope::AllProcesses),
-                UprobeAt::Offset(off) => p.attach(UProbeAttachLocation::AbsoluteOffset(off), &binary, UProbeScope::AllProcesses),
+                UprobeAt::Offset(off) => {
+                    p.attach(UProbeAttachLocation::AbsoluteOffset(off), &binary, UProbeScope::AllProcesses)
+                }
             }
             .map_err(|e| fail(reason(&e)))?;
             Box::new(p.take_link(id).map_err(|e| fail(reason(&e)))?)

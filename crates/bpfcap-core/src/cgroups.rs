@@ -106,12 +106,9 @@ pub fn parse_path(path: &str) -> CgroupInfo {
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty()).collect();
     for (i, part) in parts.iter().enumerate() {
         let name = part.strip_suffix(".scope").unwrap_or(part);
-        for (prefix, runtime) in [
-            ("docker-", "docker"),
-            ("cri-containerd-", "containerd"),
-            ("crio-", "crio"),
-            ("libpod-", "podman"),
-        ] {
+        for (prefix, runtime) in
+            [("docker-", "docker"), ("cri-containerd-", "containerd"), ("crio-", "crio"), ("libpod-", "podman")]
+        {
             if let Some(id) = name.strip_prefix(prefix) {
                 if is_hex64(id) {
                     info.container_id = Some(id.to_owned());
@@ -155,7 +152,9 @@ pub fn parse_path(path: &str) -> CgroupInfo {
 /// cgroup directories (v2) whose name holds `container_id` (full, or a prefix
 /// of at least 12 hex digits), as `(path, id, level)`.
 pub fn find_container(container_id: &str) -> Vec<(String, u64, u32)> {
-    let Some(root) = v2_root() else { return Vec::new() };
+    let Some(root) = v2_root() else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
     walk(&root, &root, 0, &mut |path, dir_name, level, ino| {
         let name = dir_name.strip_suffix(".scope").unwrap_or(dir_name);
@@ -176,7 +175,9 @@ fn walk(root: &Path, dir: &Path, level: u32, f: &mut dyn FnMut(&str, &str, u32, 
     if level > 16 {
         return;
     }
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let Ok(meta) = e.metadata() else { continue };
         if !meta.is_dir() {
@@ -194,10 +195,16 @@ pub fn descendants(pid: u32) -> Vec<u32> {
     let mut parent_of = Vec::new();
     if let Ok(entries) = fs::read_dir("/proc") {
         for e in entries.flatten() {
-            let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-            let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat")) else { continue };
+            let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = fs::read_to_string(format!("/proc/{p}/stat")) else {
+                continue;
+            };
             // The comm field may hold spaces and parentheses: parse after the last ')'.
-            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else { continue };
+            let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+                continue;
+            };
             if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|v| v.parse::<u32>().ok()) {
                 parent_of.push((p, ppid));
             }
@@ -246,7 +253,10 @@ mod tests {
             uid.replace('-', "_")
         );
         let info = parse_path(&sys);
-        assert_eq!((info.pod_uid.as_deref(), info.qos, info.runtime), (Some(uid), Some("burstable"), Some("containerd")));
+        assert_eq!(
+            (info.pod_uid.as_deref(), info.qos, info.runtime),
+            (Some(uid), Some("burstable"), Some("containerd"))
+        );
         assert_eq!(info.container_id.as_deref(), Some(ID));
         let fs = format!("/kubepods/besteffort/pod{uid}/{ID}");
         let info = parse_path(&fs);
@@ -258,7 +268,12 @@ mod tests {
 
     #[test]
     fn host_paths_have_no_container() {
-        for p in ["/", "/system.slice/sshd.service", "/user.slice/user-0.slice", "/process_api/bd885629f4e9094339268f94384fbd26"] {
+        for p in [
+            "/",
+            "/system.slice/sshd.service",
+            "/user.slice/user-0.slice",
+            "/process_api/bd885629f4e9094339268f94384fbd26",
+        ] {
             let info = parse_path(p);
             assert_eq!((info.container_id, info.pod_uid, info.qos), (None, None, None), "{p}");
         }
@@ -267,6 +282,8 @@ mod tests {
     #[test]
     fn container_id_validation() {
         assert!(valid_container_id(ID) && valid_container_id(&ID[..12]));
-        assert!(!valid_container_id("abc") && !valid_container_id("xyz456789012") && !valid_container_id(&format!("{ID}0")));
+        assert!(
+            !valid_container_id("abc") && !valid_container_id("xyz456789012") && !valid_container_id(&format!("{ID}0"))
+        );
     }
 }

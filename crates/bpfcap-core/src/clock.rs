@@ -5,7 +5,9 @@ pub fn wall_offset_ns() -> i64 {
     let now = |clock| {
         let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
         unsafe { libc::clock_gettime(clock, &mut ts) };
-        ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64
+        #[allow(clippy::unnecessary_cast)] // time_t and c_long are 32-bit on some targets
+        let ns = ts.tv_sec as i64 * 1_000_000_000 + ts.tv_nsec as i64;
+        ns
     };
     let mono = now(libc::CLOCK_MONOTONIC);
     now(libc::CLOCK_REALTIME) - mono
@@ -33,12 +35,7 @@ pub fn rfc3339(unix_ns: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        sod / 3600,
-        sod / 60 % 60,
-        sod % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z", sod / 3600, sod / 60 % 60, sod % 60)
 }
 
 #[cfg(test)]

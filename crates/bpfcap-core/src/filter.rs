@@ -106,7 +106,10 @@ impl FilterSpec {
             (!self.comm.is_empty(), filter_field::COMM),
             (!self.exclude_comm.is_empty(), filter_field::EXCLUDE_COMM),
             // Containers not started yet match nothing until their cgroup appears.
-            (!(self.cgroups.is_empty() && self.cgroup_paths.is_empty() && self.container_ids.is_empty()), filter_field::CGROUPS),
+            (
+                !(self.cgroups.is_empty() && self.cgroup_paths.is_empty() && self.container_ids.is_empty()),
+                filter_field::CGROUPS,
+            ),
         ] {
             if on {
                 fields |= bit;
@@ -167,7 +170,10 @@ fn map_err(name: &str) -> impl Fn(aya::maps::MapError) -> Error + '_ {
 
 impl FilterMaps {
     pub fn take(ebpf: &mut aya::Ebpf) -> Result<Self> {
-        fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(ebpf: &mut aya::Ebpf, name: &str) -> Result<T> {
+        fn take<T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>>(
+            ebpf: &mut aya::Ebpf,
+            name: &str,
+        ) -> Result<T> {
             let map = ebpf.take_map(name).ok_or_else(|| Error::Load {
                 program: name.to_owned(),
                 reason: "map missing from the BPF object".into(),
@@ -239,7 +245,8 @@ impl FilterMaps {
             }
         }
         if config.rate_per_sec != 0 && config.rate_per_sec != self.current.max_events_per_sec {
-            let full = RateState { milli_tokens: config.rate_burst as i64 * 1000, last_ns: crate::clock::monotonic_ns() };
+            let full =
+                RateState { milli_tokens: config.rate_burst as i64 * 1000, last_ns: crate::clock::monotonic_ns() };
             self.rate.set(0, full, 0).map_err(one)?;
         }
         self.configs.set(next, config, 0).map_err(one)?;
@@ -347,10 +354,13 @@ mod tests {
     #[test]
     fn bad_values_name_the_field() {
         let err = |spec: FilterSpec| spec.config(false).unwrap_err().to_string();
-        assert!(err(FilterSpec { sampling_rate: 0.0, ..FilterSpec::default() }).contains("samplingRate = 0: a fraction in (0, 1]"));
+        assert!(err(FilterSpec { sampling_rate: 0.0, ..FilterSpec::default() })
+            .contains("samplingRate = 0: a fraction in (0, 1]"));
         assert!(err(FilterSpec { sampling_rate: 1.5, ..FilterSpec::default() }).contains("samplingRate = 1.5"));
         assert!(err(FilterSpec { pids: vec![0], ..FilterSpec::default() }).contains("invalid pids = 0"));
-        assert!(err(FilterSpec { comm: vec!["a-very-long-command".into()], ..FilterSpec::default() }).contains("invalid comm"));
-        assert!(err(FilterSpec { uids: vec![1; 5000], ..FilterSpec::default() }).contains("uids = 5000 entries: at most 4096"));
+        assert!(err(FilterSpec { comm: vec!["a-very-long-command".into()], ..FilterSpec::default() })
+            .contains("invalid comm"));
+        assert!(err(FilterSpec { uids: vec![1; 5000], ..FilterSpec::default() })
+            .contains("uids = 5000 entries: at most 4096"));
     }
 }

@@ -18,6 +18,6 @@ pub mod tracefs;
 pub mod user_probe;
 
 pub use capture::{Capture, CaptureConfig, ProbeStatus};
-pub use probes::{ProbeSpec, PROBES};
 pub use error::{Error, Result};
 pub use event::{Event, Payload};
+pub use probes::{ProbeSpec, PROBES};

@@ -10,7 +10,8 @@ fn open() -> Option<Capture> {
         eprintln!("skipped: needs {missing}");
         return None;
     }
-    let mut cap = Capture::open(CaptureConfig { ring_size: 1 << 22, wakeup_bytes: 0, rings: 1 }, Vec::new()).expect("open capture");
+    let mut cap = Capture::open(CaptureConfig { ring_size: 1 << 22, wakeup_bytes: 0, rings: 1 }, Vec::new())
+        .expect("open capture");
     for k in [kind::PROCESS_EXEC, kind::PROCESS_EXIT, kind::PROCESS_FORK] {
         cap.enable_kind(k).expect("attach");
     }
@@ -39,9 +40,11 @@ fn exec_exit_and_fork_of_a_child() {
     assert_eq!(status.code(), Some(7));
 
     let mut seen = Vec::new();
-    let exec = find(&mut cap, &mut seen, |e| {
-        matches!(&e.payload, Payload::Exec { argv, .. } if argv.len() == 2 && argv[1] == token)
-    })
+    let exec = find(
+        &mut cap,
+        &mut seen,
+        |e| matches!(&e.payload, Payload::Exec { argv, .. } if argv.len() == 2 && argv[1] == token),
+    )
     .expect("exec of /bin/echo with the token");
     let Payload::Exec { filename, argv, argv_truncated, .. } = &exec.payload else { unreachable!() };
     assert_eq!(filename, "/bin/echo");
@@ -53,10 +56,13 @@ fn exec_exit_and_fork_of_a_child() {
     assert_ne!(exec.hdr.pid_ns, 0);
     assert_ne!(exec.hdr.cgroup_id, 0);
 
-    let exit = find(&mut cap, &mut seen, |e| e.hdr.kind == kind::PROCESS_EXIT && e.hdr.pid == sh_pid).expect("exit of the shell");
+    let exit = find(&mut cap, &mut seen, |e| e.hdr.kind == kind::PROCESS_EXIT && e.hdr.pid == sh_pid)
+        .expect("exit of the shell");
     assert_eq!(exit.payload, Payload::Exit { exit_code: Some(7), signal: None, core_dumped: false });
     let fork = find(&mut cap, &mut seen, |e| {
-        e.hdr.kind == kind::PROCESS_FORK && e.hdr.pid == sh_pid && matches!(e.payload, Payload::Fork { child_pid } if child_pid == exec.hdr.pid)
+        e.hdr.kind == kind::PROCESS_FORK
+            && e.hdr.pid == sh_pid
+            && matches!(e.payload, Payload::Fork { child_pid } if child_pid == exec.hdr.pid)
     });
     assert!(fork.is_some(), "the shell's fork of echo");
     assert_eq!(cap.stats.decode.errors(), 0);
