@@ -103,6 +103,25 @@ async def test_a_users_own_object_delivers_raw_records() -> None:
     assert e.to_dict()["raw"] == e.raw.hex()
 
 
+async def test_a_users_malformed_records_are_counted_not_delivered() -> None:
+    """example_malformed writes an empty record, an 80 KiB one and a good one."""
+    spec = BPFProgSpec("bad", "tracepoint", "syscalls:sys_enter_getpgid", object=str(EXAMPLE_OBJECT),
+                       program="example_malformed")
+    async with CaptureManager(FAST) as mgr, await mgr.subscribe([EventType.PROBE]) as sub:
+        await mgr.load_program(spec)
+        before = mgr.stats().decode_errors
+        for _ in range(3):
+            with pytest.raises(ProcessLookupError):
+                await anyio.to_thread.run_sync(os.getpgid, 0x0BAD_F00D)
+        events = await collect_until(sub, lambda seen: len(seen) >= 3)
+        with anyio.move_on_after(0.3):
+            async for e in sub:
+                events.append(e)
+        errors = mgr.stats().decode_errors - before
+    assert [e.raw for e in events] == [b"good!\0\0\0"] * 3
+    assert errors == 6  # per call: one empty, one oversized
+
+
 async def test_kprobe_and_lsm_user_probes(tmp_path: Path, token: str) -> None:
     async with CaptureManager(FAST) as mgr, await mgr.subscribe([EventType.PROBE]) as sub:
         if "kprobe" not in OFFERED:

@@ -84,9 +84,8 @@ impl Btf {
         let str_off = u32_at(data, 16).ok_or_else(|| bad("short header"))? as usize;
         let str_len = u32_at(data, 20).ok_or_else(|| bad("short header"))? as usize;
         let types_start = hdr_len + type_off;
-        let type_data = data
-            .get(types_start..types_start + type_len)
-            .ok_or_else(|| bad("type section out of bounds"))?;
+        let type_data =
+            data.get(types_start..types_start + type_len).ok_or_else(|| bad("type section out of bounds"))?;
         let strings = data
             .get(hdr_len + str_off..hdr_len + str_off + str_len)
             .ok_or_else(|| bad("string section out of bounds"))?
@@ -105,8 +104,8 @@ impl Btf {
             let mut members = Vec::new();
             let extra = match kind {
                 KIND_INT | KIND_VAR | KIND_DECL_TAG => 4,
-                KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT
-                | KIND_FUNC | KIND_FLOAT | KIND_TYPE_TAG => 0,
+                KIND_PTR | KIND_FWD | KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_FUNC
+                | KIND_FLOAT | KIND_TYPE_TAG => 0,
                 KIND_ARRAY => 12,
                 KIND_STRUCT | KIND_UNION => {
                     for i in 0..vlen {
@@ -151,9 +150,7 @@ impl Btf {
         for _ in 0..32 {
             let t = self.types.get(id as usize)?;
             match t.kind {
-                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => {
-                    id = t.size_or_type
-                }
+                KIND_TYPEDEF | KIND_VOLATILE | KIND_CONST | KIND_RESTRICT | KIND_TYPE_TAG => id = t.size_or_type,
                 _ => return Some(t),
             }
         }
@@ -161,8 +158,9 @@ impl Btf {
     }
 
     /// Bit offset and type of `name` in struct/union `t`, looking through
-    /// anonymous struct/union members.
-    fn find_member(&self, t: &Type, name: &str) -> Option<(u32, u32)> {
+    /// anonymous struct/union members (at most 8 deep: malformed BTF may
+    /// make an anonymous member contain itself).
+    fn find_member(&self, t: &Type, name: &str, depth: u32) -> Option<(u32, u32)> {
         for m in &t.members {
             if m.name != 0 {
                 if self.name(m.name) == name {
@@ -171,9 +169,9 @@ impl Btf {
                 continue;
             }
             let inner = self.resolve(m.type_id)?;
-            if inner.kind == KIND_STRUCT || inner.kind == KIND_UNION {
-                if let Some((off, ty)) = self.find_member(inner, name) {
-                    return Some((m.bit_offset + off, ty));
+            if depth < 8 && (inner.kind == KIND_STRUCT || inner.kind == KIND_UNION) {
+                if let Some((off, ty)) = self.find_member(inner, name, depth + 1) {
+                    return Some((m.bit_offset.checked_add(off)?, ty));
                 }
             }
         }
@@ -187,8 +185,8 @@ impl Btf {
         let mut bits = 0;
         let mut parts = path.split('.').peekable();
         while let Some(part) = parts.next() {
-            let (off, ty) = self.find_member(t, part)?;
-            bits += off;
+            let (off, ty) = self.find_member(t, part, 0)?;
+            bits = off.checked_add(bits)?;
             if parts.peek().is_some() {
                 t = self.resolve(ty)?;
                 if t.kind != KIND_STRUCT && t.kind != KIND_UNION {
@@ -227,7 +225,7 @@ mod tests {
 
     /// Builds a BTF blob: `struct inner { int a; int b; }` and
     /// `struct outer { long x; union { int y; struct inner in; }; }`.
-    fn sample() -> Vec<u8> {
+    pub(super) fn sample() -> Vec<u8> {
         let strings = b"\0int\0a\0b\0inner\0outer\0x\0y\0in\0long\0".to_vec();
         let s = |name: &str| {
             let needle = format!("\0{name}\0");
@@ -268,11 +266,100 @@ mod tests {
         assert_eq!(btf.struct_size("outer"), Some(16));
     }
 
+    /// Found by fuzzing: an anonymous member whose type is its own struct
+    /// made the lookup recurse until the stack overflowed.
+    #[test]
+    fn an_anonymous_member_containing_itself() {
+        let strings = b"\0a\0b\0";
+        let t: Vec<u8> = [1u32, KIND_STRUCT << 24 | 1, 8, 0, 1, 0].iter().flat_map(|w| w.to_le_bytes()).collect();
+        let mut blob = MAGIC.to_le_bytes().to_vec();
+        blob.extend_from_slice(&[1, 0]);
+        for w in [24u32, 0, t.len() as u32, t.len() as u32, strings.len() as u32] {
+            blob.extend_from_slice(&w.to_le_bytes());
+        }
+        blob.extend_from_slice(&t);
+        blob.extend_from_slice(strings);
+        assert_eq!(Btf::parse(&blob).unwrap().field_offset("a", "b"), None);
+    }
+
     #[test]
     fn rejects_garbage() {
         assert!(Btf::parse(b"not btf at all").is_err());
         let mut blob = sample();
         blob.truncate(40);
         assert!(Btf::parse(&blob).is_err());
+    }
+}
+
+/// Fuzzing: malformed BTF (type graphs with cycles, sections out of bounds,
+/// members that overrun) is an error or answers `None`, never a panic or a hang.
+#[cfg(test)]
+mod fuzz {
+    use proptest::{prelude::*, sample::Index};
+
+    use super::*;
+
+    /// Names "a" (1), "b" (3) and "btf_trace_a" (5); 99 is out of bounds.
+    const STRINGS: &[u8] = b"\0a\0b\0btf_trace_a\0";
+
+    /// One type: name, info and size/type, then 0-3 members of 3 words each,
+    /// whether or not the kind has members (so sections may misalign).
+    fn ty() -> impl Strategy<Value = Vec<u32>> {
+        let name = || prop::sample::select(vec![0u32, 1, 3, 5, 99]);
+        let member = (name(), 0u32..8, any::<u32>());
+        (name(), 0u32..21, 0u32..4, any::<bool>(), 0u32..8, prop::collection::vec(member, 0..4)).prop_map(
+            |(name, kind, vlen, kind_flag, size_or_type, members)| {
+                let mut w = vec![name, u32::from(kind_flag) << 31 | kind << 24 | vlen, size_or_type];
+                members.into_iter().for_each(|(n, t, o)| w.extend([n, t, o]));
+                w
+            },
+        )
+    }
+
+    fn blob(types: &[Vec<u32>]) -> Vec<u8> {
+        let t: Vec<u8> = types.iter().flatten().flat_map(|w| w.to_le_bytes()).collect();
+        let mut b = Vec::new();
+        b.extend_from_slice(&MAGIC.to_le_bytes());
+        b.extend_from_slice(&[1, 0]);
+        for w in [24u32, 0, t.len() as u32, t.len() as u32, STRINGS.len() as u32] {
+            b.extend_from_slice(&w.to_le_bytes());
+        }
+        b.extend_from_slice(&t);
+        b.extend_from_slice(STRINGS);
+        b
+    }
+
+    fn query(btf: &Btf) {
+        for s in ["a", "b"] {
+            for path in ["a", "b", "a.b", "b.a.a"] {
+                let _ = btf.field_offset(s, path);
+            }
+            let _ = (btf.struct_size(s), btf.func_nargs(s));
+        }
+        let _ = btf.raw_tracepoint_nargs("a");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 20_000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn structured(types in prop::collection::vec(ty(), 0..6)) {
+            if let Ok(btf) = Btf::parse(&blob(&types)) {
+                query(&btf);
+            }
+        }
+
+        #[test]
+        fn mutated(edits in prop::collection::vec((any::<Index>(), any::<u8>()), 0..6), cut in any::<Index>()) {
+            let mut b = super::tests::sample();
+            for (at, v) in edits {
+                let i = at.index(b.len());
+                b[i] = v;
+            }
+            b.truncate(cut.index(b.len() + 1));
+            if let Ok(btf) = Btf::parse(&b) {
+                query(&btf);
+            }
+        }
     }
 }

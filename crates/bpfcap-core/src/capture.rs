@@ -21,10 +21,10 @@ use bpfcap_common::{kind, Offsets, Settings, SockStateLayout, MAX_RINGS};
 use crate::{
     attach::{self, Link},
     btf::Btf,
-    decode::{decode, DecodeStats},
-    error::{Error, Result},
     cgroups::{self, CgroupInfo},
     clock,
+    decode::{decode, decode_raw, DecodeStats},
+    error::{Error, Result},
     event::{kind_name, Event, FieldValue, Payload},
     filter::{FilterMaps, FilterSpec},
     offsets,
@@ -237,7 +237,8 @@ impl Capture {
             self.btf = aya::Btf::from_sys_fs().ok();
         }
         let id = self.next_probe_id;
-        let globals: [(&str, &[u8]); 2] = [("OFFSETS", pod_bytes(&self.offsets)), ("SETTINGS", pod_bytes(&self.settings))];
+        let globals: [(&str, &[u8]); 2] =
+            [("OFFSETS", pod_bytes(&self.offsets)), ("SETTINGS", pod_bytes(&self.settings))];
         // A user probe's ring: as big as the main one, up to 4 MiB.
         let ring_size = self.ring_size.min(4 << 20);
         let probe =
@@ -357,7 +358,9 @@ impl Capture {
 
     /// Detaches a built-in probe (by its name); its kind stops being produced.
     pub fn disable(&mut self, name: &str) -> Result<bool> {
-        let Some(i) = self.active.iter().position(|a| a.name == name && a.enabled) else { return Ok(false) };
+        let Some(i) = self.active.iter().position(|a| a.name == name && a.enabled) else {
+            return Ok(false);
+        };
         self.enabled.set(self.active[i].kind as u32, 0, 0).map_err(|e| map_error(ENABLED_MAP, e))?;
         self.active[i].enabled = false;
         if !(self.filter.tracking() && TRACKING_PROBES.contains(&name)) {
@@ -500,7 +503,8 @@ impl Capture {
         let mut woken = false;
         let mut timeout = timeout_ms;
         loop {
-            let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, timeout) };
+            let n =
+                unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, timeout) };
             if n < 0 {
                 let err = io::Error::last_os_error();
                 if err.kind() == io::ErrorKind::Interrupted {
@@ -544,14 +548,13 @@ impl Capture {
                 while n < max {
                     let Some(item) = ring.next() else { break };
                     n += 1;
-                    if raw {
-                        // A user's own object: its records are delivered as they are.
-                        self.stats.decode.records += 1;
-                        self.stats.decode.bytes += item.len() as u64;
-                        out.push(Event::raw_probe(clock::monotonic_ns(), item.to_vec()));
-                    } else if let Ok(ev) = decode(&item, &mut self.stats.decode) {
-                        out.push(ev);
-                    }
+                    // A user's own object: its records are delivered as they are.
+                    let ev = if raw {
+                        decode_raw(&item, clock::monotonic_ns(), &mut self.stats.decode)
+                    } else {
+                        decode(&item, &mut self.stats.decode)
+                    };
+                    out.extend(ev.ok());
                 }
             }
             for ev in &mut out[start..] {
@@ -607,8 +610,12 @@ impl Capture {
         let mut changed = false;
         for (path, id, level) in created {
             let info = cgroups::parse_path(path);
-            let Some(cid) = info.container_id else { continue };
-            if spec.container_ids.iter().any(|want| cid.starts_with(want.as_str())) && !spec.cgroups.contains(&(*id, *level)) {
+            let Some(cid) = info.container_id else {
+                continue;
+            };
+            if spec.container_ids.iter().any(|want| cid.starts_with(want.as_str()))
+                && !spec.cgroups.contains(&(*id, *level))
+            {
                 spec.cgroups.push((*id, *level));
                 changed = true;
             }
@@ -679,7 +686,8 @@ impl RingPositions {
     fn map(fd: RawFd, size: u32) -> Result<Self> {
         let page = page_size() as usize;
         let map = |offset: usize| {
-            let p = unsafe { libc::mmap(std::ptr::null_mut(), page, libc::PROT_READ, libc::MAP_SHARED, fd, offset as i64) };
+            let p =
+                unsafe { libc::mmap(std::ptr::null_mut(), page, libc::PROT_READ, libc::MAP_SHARED, fd, offset as i64) };
             if p == libc::MAP_FAILED {
                 Err(Error::io("mapping a ring buffer's positions", io::Error::last_os_error()))
             } else {
@@ -711,15 +719,23 @@ impl Drop for RingPositions {
 
 /// `(path, id, level)` of a cgroup v2 directory from a `cgroup:cgroup_mkdir` event.
 fn created_cgroup(ev: &Event) -> Option<(String, u64, u32)> {
-    let Payload::Probe(p) = &ev.payload else { return None };
+    let Payload::Probe(p) = &ev.payload else {
+        return None;
+    };
     let get = |name: &str| p.fields.iter().find(|(n, _)| &**n == name).map(|(_, v)| v);
     // root 0 is the cgroup v2 hierarchy; others are v1 controllers.
     if !matches!(get("root"), Some(FieldValue::Int(0))) {
         return None;
     }
-    let Some(FieldValue::Str(path)) = get("path") else { return None };
-    let Some(FieldValue::UInt(id)) = get("id") else { return None };
-    let Some(FieldValue::Int(level)) = get("level") else { return None };
+    let Some(FieldValue::Str(path)) = get("path") else {
+        return None;
+    };
+    let Some(FieldValue::UInt(id)) = get("id") else {
+        return None;
+    };
+    let Some(FieldValue::Int(level)) = get("level") else {
+        return None;
+    };
     Some((path.clone(), *id, *level as u32))
 }
 
@@ -739,7 +755,8 @@ fn pod_bytes<T: aya::Pod>(v: &T) -> &[u8] {
 }
 
 fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
-    ebpf.take_map(name).ok_or_else(|| Error::Load { program: name.into(), reason: "map missing from the BPF object".into() })
+    ebpf.take_map(name)
+        .ok_or_else(|| Error::Load { program: name.into(), reason: "map missing from the BPF object".into() })
 }
 
 fn map_error(name: &str, e: aya::maps::MapError) -> Error {

@@ -6,8 +6,8 @@ use std::mem::{offset_of, size_of};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use bpfcap_common::{
-    flag, kind, ExecRecord, ExitRecord, FileRecord, ForkRecord, Header, NetRecord, ProbeRecord, ARGV_MAX,
-    FILENAME_MAX, PROBE_ARGS, PROBE_DATA_MAX, PROBE_STRS, PROBE_STR_MAX,
+    flag, kind, ExecRecord, ExitRecord, FileRecord, ForkRecord, Header, NetRecord, ProbeRecord, ARGV_MAX, FILENAME_MAX,
+    PROBE_ARGS, PROBE_DATA_MAX, PROBE_STRS, PROBE_STR_MAX,
 };
 
 const AF_INET6: u16 = 10;
@@ -25,7 +25,13 @@ pub enum DecodeError {
     /// `header.size` disagrees with the record's length, or a length field overruns it.
     BadSize,
     UnknownKind,
+    /// A raw record from a user's own BPF object larger than [`RAW_RECORD_MAX`].
+    Oversized,
 }
+
+/// The largest record of a user's own BPF object that is delivered; such
+/// records are opaque to bpfcap, so their size is the only thing it can check.
+pub const RAW_RECORD_MAX: usize = 64 * 1024;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DecodeStats {
@@ -34,11 +40,12 @@ pub struct DecodeStats {
     pub short: u64,
     pub bad_size: u64,
     pub unknown_kind: u64,
+    pub oversized: u64,
 }
 
 impl DecodeStats {
     pub fn errors(&self) -> u64 {
-        self.short + self.bad_size + self.unknown_kind
+        self.short + self.bad_size + self.unknown_kind + self.oversized
     }
 
     fn count(&mut self, e: DecodeError) {
@@ -46,6 +53,7 @@ impl DecodeStats {
             DecodeError::Short => self.short += 1,
             DecodeError::BadSize => self.bad_size += 1,
             DecodeError::UnknownKind => self.unknown_kind += 1,
+            DecodeError::Oversized => self.oversized += 1,
         }
     }
 }
@@ -64,14 +72,30 @@ fn str_until_nul(b: &[u8]) -> String {
 /// Decodes one record; updates `stats` either way.
 pub fn decode(rec: &[u8], stats: &mut DecodeStats) -> Result<Event, DecodeError> {
     let r = decode_inner(rec);
-    match &r {
+    count(&r, rec.len(), stats);
+    r
+}
+
+/// A record of a user's own BPF object, delivered as its bytes: only empty
+/// and oversized records are rejected (and counted).
+pub fn decode_raw(rec: &[u8], ts_ns: u64, stats: &mut DecodeStats) -> Result<Event, DecodeError> {
+    let r = match rec.len() {
+        0 => Err(DecodeError::Short),
+        n if n > RAW_RECORD_MAX => Err(DecodeError::Oversized),
+        _ => Ok(Event::raw_probe(ts_ns, rec.to_vec())),
+    };
+    count(&r, rec.len(), stats);
+    r
+}
+
+fn count(r: &Result<Event, DecodeError>, len: usize, stats: &mut DecodeStats) {
+    match r {
         Ok(_) => {
             stats.records += 1;
-            stats.bytes += rec.len() as u64;
+            stats.bytes += len as u64;
         }
         Err(e) => stats.count(*e),
     }
-    r
 }
 
 fn decode_inner(rec: &[u8]) -> Result<Event, DecodeError> {
@@ -147,7 +171,11 @@ fn file_payload(hdr: &Header, rec: &[u8]) -> Result<Payload, DecodeError> {
             .map(|p| String::from_utf8_lossy(p).into_owned())
             .collect();
         let joined = parts.into_iter().rev().collect::<Vec<_>>().join("/");
-        if truncated { joined } else { format!("/{joined}") }
+        if truncated {
+            joined
+        } else {
+            format!("/{joined}")
+        }
     };
     let has = |f: u16| hdr.flags & f == 0;
     Ok(Payload::File {
@@ -242,7 +270,14 @@ mod tests {
     use super::*;
 
     fn header(kind: u16, size: usize) -> Header {
-        Header { kind, size: size as u32, pid: 42, tid: 43, comm: *b"sh\0\0\0\0\0\0\0\0\0\0\0\0\0\0", ..Header::default() }
+        Header {
+            kind,
+            size: size as u32,
+            pid: 42,
+            tid: 43,
+            comm: *b"sh\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+            ..Header::default()
+        }
     }
 
     fn bytes<T>(v: &T) -> Vec<u8> {
@@ -286,9 +321,15 @@ mod tests {
         let mut st = DecodeStats::default();
         let mut r = ExitRecord { hdr: header(kind::PROCESS_EXIT, size_of::<ExitRecord>()), ..Default::default() };
         r.exit_code = 7 << 8;
-        assert_eq!(decode(&bytes(&r), &mut st).unwrap().payload, Payload::Exit { exit_code: Some(7), signal: None, core_dumped: false });
+        assert_eq!(
+            decode(&bytes(&r), &mut st).unwrap().payload,
+            Payload::Exit { exit_code: Some(7), signal: None, core_dumped: false }
+        );
         r.exit_code = 0x80 | 11;
-        assert_eq!(decode(&bytes(&r), &mut st).unwrap().payload, Payload::Exit { exit_code: None, signal: Some(11), core_dumped: true });
+        assert_eq!(
+            decode(&bytes(&r), &mut st).unwrap().payload,
+            Payload::Exit { exit_code: None, signal: Some(11), core_dumped: true }
+        );
     }
 
     #[test]
@@ -315,5 +356,71 @@ mod size_tests {
     #[test]
     fn event_is_small() {
         assert!(std::mem::size_of::<crate::Event>() <= 176, "{}", std::mem::size_of::<crate::Event>());
+    }
+}
+
+/// Fuzzing: whatever the bytes, the decoder returns an event or a counted
+/// error, never panics, and never reads past the record.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn config() -> ProptestConfig {
+        ProptestConfig { cases: 20_000, failure_persistence: None, ..ProptestConfig::default() }
+    }
+
+    /// Records shaped like the real ones: a header whose kind is known (or
+    /// nearly), whose size is honest or not, and random bytes after it.
+    fn record() -> impl Strategy<Value = Vec<u8>> {
+        let len = prop_oneof![0usize..size_of::<Header>() + 8, 0usize..2048];
+        (
+            0u16..=kind::COUNT as u16 + 1,
+            any::<u16>(),
+            any::<Option<u32>>(),
+            len.prop_flat_map(|n| prop::collection::vec(any::<u8>(), n)),
+        )
+            .prop_map(|(k, flags, size, mut rec)| {
+                if rec.len() >= 8 {
+                    let size = size.unwrap_or(rec.len() as u32);
+                    rec[..2].copy_from_slice(&k.to_le_bytes());
+                    rec[2..4].copy_from_slice(&flags.to_le_bytes());
+                    rec[4..8].copy_from_slice(&size.to_le_bytes());
+                }
+                rec
+            })
+    }
+
+    fn check(rec: &[u8]) {
+        let mut st = DecodeStats::default();
+        match decode(rec, &mut st) {
+            Ok(ev) => {
+                assert_eq!((st.records, st.errors()), (1, 0));
+                assert!(ev.hdr.size as usize <= rec.len() && ev.hdr.kind < kind::LOSS);
+                if let Payload::Exec { filename, argv, .. } = &ev.payload {
+                    assert!(filename.len() <= FILENAME_MAX * 3 && argv.len() <= ARGV_MAX + 1);
+                }
+            }
+            Err(_) => assert_eq!((st.records, st.errors()), (0, 1)),
+        }
+        let mut st = DecodeStats::default();
+        let raw = decode_raw(rec, 1, &mut st);
+        assert_eq!(raw.is_ok(), !rec.is_empty() && rec.len() <= RAW_RECORD_MAX);
+        assert_eq!(st.records + st.errors(), 1);
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn structured_records(rec in record()) {
+            check(&rec);
+        }
+
+        #[test]
+        fn arbitrary_bytes(rec in prop::collection::vec(any::<u8>(), 0..512)) {
+            check(&rec);
+        }
     }
 }

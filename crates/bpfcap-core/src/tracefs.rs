@@ -86,7 +86,8 @@ fn parse_field_line(line: &str) -> Option<Field> {
         Some(i) if decl.ends_with(']') => (&decl[..i], &decl[i..]),
         _ => (decl, ""),
     };
-    let name_start = decl_no_array.rfind(|c: char| !(c.is_alphanumeric() || c == '_'))? + 1;
+    let (sep, c) = decl_no_array.char_indices().rfind(|&(_, c)| !(c.is_alphanumeric() || c == '_'))?;
+    let name_start = sep + c.len_utf8();
     let name = decl_no_array[name_start..].to_owned();
     let ctype = format!("{}{}", decl_no_array[..name_start].trim(), array);
     Some(Field { ctype, name, offset: offset?, size: size?, signed })
@@ -152,6 +153,15 @@ pub fn check_syscall_layout(category: &str, name: &str) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// Found by fuzzing: a multi-byte character before the name made the parser
+    /// slice inside it.
+    #[test]
+    fn a_multibyte_character_before_the_name() {
+        let f = parse_format("\tfield:int\u{20ac}x;\toffset:8;\tsize:4;\tsigned:1;\n");
+        assert_eq!(f.len(), 1);
+        assert_eq!((f[0].name.as_str(), f[0].ctype.as_str()), ("x", "int\u{20ac}"));
+    }
+
     const SOCK: &str = "name: inet_sock_set_state\nID: 2287\nformat:\n\
 \tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;\n\
 \tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;\n\n\
@@ -172,7 +182,10 @@ print fmt: \"family=%s\"\n";
     fn parses_fields_and_types() {
         let f = parse_format(SOCK);
         assert_eq!(f.len(), 13);
-        assert_eq!(f[2], Field { ctype: "const void *".into(), name: "skaddr".into(), offset: 8, size: 8, signed: false });
+        assert_eq!(
+            f[2],
+            Field { ctype: "const void *".into(), name: "skaddr".into(), offset: 8, size: 8, signed: false }
+        );
         assert_eq!(f[9].ctype, "__u8[4]");
         assert_eq!(f[9].name, "saddr");
         assert!(f[3].signed);
@@ -193,5 +206,27 @@ print fmt: \"family=%s\"\n";
     #[test]
     fn missing_fields_make_the_layout_unknown() {
         assert_eq!(sock_state_layout(&parse_format("")).valid, 0);
+    }
+}
+
+/// Fuzzing: any text parses to some fields or none, never a panic.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 20_000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn format_lines(decl in "[a-z_ \\[\\]0-9*€é]{0,24}", offset in "-?[0-9]{0,6}", size in "[0-9a-z]{0,4}") {
+            let _ = parse_format(&format!("\tfield:{decl};\toffset:{offset};\tsize:{size};\tsigned:1;\n"));
+        }
+
+        #[test]
+        fn any_text(text in "\\PC{0,200}") {
+            let _ = parse_format(&text);
+        }
     }
 }

@@ -112,20 +112,22 @@ impl UserProbe {
                 settings.nargs = known.unwrap_or(6).min(6);
             }
             ProgType::RawTracepoint => {
-                settings.nargs = btf.and_then(|b| b.raw_tracepoint_nargs(&spec.target)).ok_or_else(|| Error::Attach {
-                    probe: spec.target.clone(),
-                    mechanism: "raw_tracepoint",
-                    reason: "no such raw tracepoint (no btf_trace_<name> in the kernel's BTF)".into(),
-                })?;
+                settings.nargs =
+                    btf.and_then(|b| b.raw_tracepoint_nargs(&spec.target)).ok_or_else(|| Error::Attach {
+                        probe: spec.target.clone(),
+                        mechanism: "raw_tracepoint",
+                        reason: "no such raw tracepoint (no btf_trace_<name> in the kernel's BTF)".into(),
+                    })?;
             }
             ProgType::Lsm => {
-                settings.nargs = btf.and_then(|b| b.func_nargs(&format!("bpf_lsm_{}", spec.target))).ok_or_else(|| {
-                    Error::Attach {
-                        probe: spec.target.clone(),
-                        mechanism: "lsm",
-                        reason: "no such LSM hook (no bpf_lsm_<hook> in the kernel's BTF)".into(),
-                    }
-                })?;
+                settings.nargs =
+                    btf.and_then(|b| b.func_nargs(&format!("bpf_lsm_{}", spec.target))).ok_or_else(|| {
+                        Error::Attach {
+                            probe: spec.target.clone(),
+                            mechanism: "lsm",
+                            reason: "no such LSM hook (no bpf_lsm_<hook> in the kernel's BTF)".into(),
+                        }
+                    })?;
             }
             ProgType::Tracepoint => {
                 let (category, name) = attach::split_tracepoint(&spec.target)?;
@@ -134,7 +136,13 @@ impl UserProbe {
                 let dynamic = fields.iter().any(Field::is_data_loc);
                 // __data_loc strings live after the fixed fields.
                 settings.data_size = (if dynamic { end + 512 } else { end }).min(PROBE_DATA_MAX) as u32;
-                str_fields = fields.iter().enumerate().filter(|(_, f)| f.is_string_pointer()).map(|(i, _)| i).take(PROBE_STRS).collect();
+                str_fields = fields
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, f)| f.is_string_pointer())
+                    .map(|(i, _)| i)
+                    .take(PROBE_STRS)
+                    .collect();
                 settings.nstr = str_fields.len() as u32;
                 for (slot, &i) in str_fields.iter().enumerate() {
                     settings.str_off[slot] = fields[i].offset as u32;
@@ -151,10 +159,12 @@ impl UserProbe {
         for m in UNUSED_IN_USER_INSTANCES {
             loader.map_max_entries(m, 1);
         }
-        let mut ebpf = loader.load(object).map_err(|e| Error::Load { program: program.into(), reason: attach::reason(&e) })?;
+        let mut ebpf =
+            loader.load(object).map_err(|e| Error::Load { program: program.into(), reason: attach::reason(&e) })?;
         let link = attach::attach(&mut ebpf, aya_btf, program, spec.ty, &spec.target, false)?;
         let ring = ebpf.take_map("BPFCAP_EVENTS").ok_or_else(|| missing_map("BPFCAP_EVENTS"))?;
-        let ring = RingBuf::try_from(ring).map_err(|e| Error::Load { program: program.into(), reason: e.to_string() })?;
+        let ring =
+            RingBuf::try_from(ring).map_err(|e| Error::Load { program: program.into(), reason: e.to_string() })?;
         let lost = ebpf.take_map("BPFCAP_LOST").and_then(|m| PerCpuArray::try_from(m).ok());
         Ok(Self {
             id,
@@ -172,7 +182,13 @@ impl UserProbe {
 
     /// A program of the user's own object, attached as `spec.ty` to
     /// `spec.target`; every ring buffer map of the object is read raw.
-    fn load_object(id: u32, spec: UserProbeSpec, path: &str, program: &str, aya_btf: Option<&aya::Btf>) -> Result<Self> {
+    fn load_object(
+        id: u32,
+        spec: UserProbeSpec,
+        path: &str,
+        program: &str,
+        aya_btf: Option<&aya::Btf>,
+    ) -> Result<Self> {
         let data = std::fs::read(path).map_err(|e| Error::Config {
             field: "object",
             value: path.into(),
@@ -199,16 +215,9 @@ impl UserProbe {
             });
         }
         let link = attach::attach(&mut ebpf, aya_btf, program, spec.ty, &spec.target, false)?;
-        let names: Vec<String> = ebpf
-            .maps()
-            .filter(|(_, m)| matches!(m, Map::RingBuf(_)))
-            .map(|(n, _)| n.to_owned())
-            .collect();
-        let rings = names
-            .iter()
-            .filter_map(|n| ebpf.take_map(n))
-            .filter_map(|m| RingBuf::try_from(m).ok())
-            .collect();
+        let names: Vec<String> =
+            ebpf.maps().filter(|(_, m)| matches!(m, Map::RingBuf(_))).map(|(n, _)| n.to_owned()).collect();
+        let rings = names.iter().filter_map(|n| ebpf.take_map(n)).filter_map(|m| RingBuf::try_from(m).ok()).collect();
         Ok(Self {
             id,
             name: spec.name.as_str().into(),
@@ -249,10 +258,15 @@ fn missing_map(name: &str) -> Error {
 /// A field's value from a tracepoint record's bytes.
 fn field_value(f: &Field, data: &[u8]) -> FieldValue {
     let (off, size) = (f.offset as usize, f.size as usize);
-    let Some(raw) = data.get(off..off + size) else { return FieldValue::Missing };
+    let Some(raw) = data.get(off..off + size) else {
+        return FieldValue::Missing;
+    };
     if f.is_data_loc() {
         // u32: (length << 16) | offset of the data inside the record.
-        let loc = u32::from_le_bytes(raw[..4].try_into().unwrap_or_default());
+        let Some(&[a, b, c, d]) = raw.get(..4) else {
+            return FieldValue::Missing;
+        };
+        let loc = u32::from_le_bytes([a, b, c, d]);
         let (start, len) = ((loc & 0xffff) as usize, (loc >> 16) as usize);
         let bytes = data.get(start..start + len).unwrap_or_default();
         return if f.ctype.contains("char") {
@@ -263,12 +277,17 @@ fn field_value(f: &Field, data: &[u8]) -> FieldValue {
     }
     if f.is_array() {
         if f.ctype.starts_with("char") {
-            return FieldValue::Str(String::from_utf8_lossy(raw.split(|&b| b == 0).next().unwrap_or_default()).into_owned());
+            return FieldValue::Str(
+                String::from_utf8_lossy(raw.split(|&b| b == 0).next().unwrap_or_default()).into_owned(),
+            );
         }
         return FieldValue::Bytes(raw.to_vec());
     }
-    let mut buf = [0u8; 8];
     let n = size.min(8);
+    if n == 0 {
+        return FieldValue::Missing;
+    }
+    let mut buf = [0u8; 8];
     buf[..n].copy_from_slice(&raw[..n]);
     let unsigned = u64::from_le_bytes(buf);
     if f.signed {
@@ -315,6 +334,16 @@ mod tests {
         assert_eq!(field_value(&field("int", "x", 62, 4, true), &data), FieldValue::Missing);
     }
 
+    /// Found by fuzzing: a data_loc field shorter than its u32 and a
+    /// zero-sized integer panicked (slice bounds, shift overflow).
+    #[test]
+    fn fields_too_small_for_their_type_are_missing() {
+        let data = [0u8; 16];
+        assert_eq!(field_value(&field("__data_loc char[]", "s", 0, 2, false), &data), FieldValue::Missing);
+        assert_eq!(field_value(&field("__data_loc char[]", "s", 0, 0, false), &[]), FieldValue::Missing);
+        assert_eq!(field_value(&field("int", "i", 4, 0, true), &data), FieldValue::Missing);
+    }
+
     #[test]
     fn splits_string_slots_from_the_record() {
         let mut data = vec![0u8; PROBE_STR_MAX * 2 + 8];
@@ -324,5 +353,49 @@ mod tests {
         let (s, r) = split_probe_data(&data, 2, 8);
         assert_eq!(s, vec!["ab".to_string(), "c".to_string()]);
         assert_eq!(r, vec![1, 2, 3, 4, 5, 6, 7, 8]);
+    }
+}
+
+/// Fuzzing: tracepoint fields whose offset, size or data location point
+/// anywhere yield a value or `Missing`, never a panic.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn field() -> impl Strategy<Value = Field> {
+        let ctype = prop::sample::select(vec![
+            "int",
+            "u64",
+            "char[16]",
+            "__u8[4]",
+            "__data_loc char[]",
+            "__data_loc u8[]",
+            "const char *",
+        ]);
+        let size = prop_oneof![0u16..17, any::<u16>()];
+        (ctype, any::<u16>().prop_map(|o| o % 300), size, any::<bool>()).prop_map(|(c, offset, size, signed)| Field {
+            ctype: c.into(),
+            name: "f".into(),
+            offset,
+            size,
+            signed,
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 20_000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn field_values(f in field(), data in prop::collection::vec(any::<u8>(), 0..300)) {
+            let _ = field_value(&f, &data);
+        }
+
+        #[test]
+        fn probe_data_splits(data in prop::collection::vec(any::<u8>(), 0..2 * PROBE_STR_MAX + 64), nstr in 0usize..8, len in any::<u16>()) {
+            let (strings, record) = split_probe_data(&data, nstr, len as usize);
+            prop_assert!(strings.len() <= PROBE_STRS && record.len() <= len as usize);
+        }
     }
 }

@@ -35,7 +35,11 @@ impl PyCapture {
     /// Runs `f` on the state with the GIL released: a call that waits for the
     /// lock must not hold the GIL, and errors become Python exceptions only
     /// after the lock is released (making one needs the GIL).
-    fn with<T: Send>(&self, py: Python<'_>, f: impl FnOnce(&mut State) -> bpfcap_core::Result<T> + Send) -> PyResult<T> {
+    fn with<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut State) -> bpfcap_core::Result<T> + Send,
+    ) -> PyResult<T> {
         py.detach(|| {
             let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
             let state = guard.as_mut().ok_or(bpfcap_core::Error::Closed)?;
@@ -299,7 +303,9 @@ fn prog_type(name: &str) -> PyResult<ProgType> {
             return Err(to_py(bpfcap_core::Error::Config {
                 field: "type",
                 value: other.into(),
-                allowed: "kprobe, kretprobe, uprobe, uretprobe, tracepoint, raw_tracepoint, lsm (fentry, fexit for objects)".into(),
+                allowed:
+                    "kprobe, kretprobe, uprobe, uretprobe, tracepoint, raw_tracepoint, lsm (fentry, fexit for objects)"
+                        .into(),
             }))
         }
     })
@@ -333,6 +339,7 @@ fn decode_records<'py>(
     d.set_item("short", stats.short)?;
     d.set_item("bad_size", stats.bad_size)?;
     d.set_item("unknown_kind", stats.unknown_kind)?;
+    d.set_item("oversized", stats.oversized)?;
     Ok((list, d))
 }
 
