@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from typing import Iterable, Union
+from typing import Iterable, Mapping, Union
 
 from .errors import UnknownProbeError
 
@@ -51,11 +51,13 @@ def parse_types(types: Iterable[TypeLike] | str | None) -> frozenset[EventType]:
         return frozenset()
     if isinstance(types, str):
         types = [t for t in types.split(",") if t.strip()]
+    if not isinstance(types, Iterable) or isinstance(types, (bytes, Mapping)):
+        raise UnknownProbeError(f"event types must be a list of names or ids, not {types!r}")
     out = set()
     for t in types:
         if isinstance(t, EventType):
             out.add(t)
-        elif isinstance(t, int):
+        elif isinstance(t, int) and not isinstance(t, bool):
             try:
                 out.add(EventType(t))
             except ValueError:

@@ -47,6 +47,12 @@ class BPFProgSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ConfigError(f"invalid name = {self.name!r}: must be a non-empty string")
+        for field in ("type", "target"):
+            if not isinstance(getattr(self, field), str):
+                raise ConfigError(f"invalid {field} = {getattr(self, field)!r}: must be a string")
+        for field in ("object", "program"):
+            if getattr(self, field) is not None and not isinstance(getattr(self, field), str):
+                raise ConfigError(f"invalid {field} = {getattr(self, field)!r}: must be a string")
         if self.object is not None or self.program is not None:
             if not self.object or not self.program:
                 raise ConfigError("invalid object/program: give both an object file and a program name")
@@ -73,6 +79,8 @@ class BPFProgSpec:
         unknown = sorted(set(d) - fields)
         if unknown:
             raise ConfigError(f"unknown program spec field(s) {unknown}; allowed: {sorted(fields)}")
+        if "name" not in d:
+            raise ConfigError("a program spec needs a name (a built-in probe's, or your own for a custom one)")
         return cls(**d)
 
     @classmethod
