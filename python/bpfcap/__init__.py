@@ -11,7 +11,7 @@
     anyio.run(main)
 """
 
-from ._native import Event
+from ._native import Event, redact_argv
 from .config import PerformanceConfig
 from .errors import (
     AttachError,
@@ -50,5 +50,6 @@ __all__ = [
     "Summary",
     "SupportedProbes",
     "UnknownProbeError",
+    "redact_argv",
 ]
 __version__ = "0.1.0"

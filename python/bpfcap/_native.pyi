@@ -10,6 +10,7 @@ __all__ = [
     "Capture",
     "Event",
     "decode_records",
+    "redact_argv",
     "event_types",
     "loss_event",
     "supported_probes",
@@ -124,7 +125,12 @@ class Event:
 @final
 class Capture:
     def __new__(
-        cls, ring_size: int, wakeup_bytes: int, disabled_mechanisms: list[str] = ..., rings: int = 1
+        cls,
+        ring_size: int,
+        wakeup_bytes: int,
+        disabled_mechanisms: list[str] = ...,
+        rings: int = 1,
+        redact: bool = False,
     ) -> Capture: ...
     def fill(self) -> tuple[int, int]: ...
     def lost_by_cpu(self) -> list[int]: ...
@@ -167,6 +173,7 @@ class Capture:
     def closed(self) -> bool: ...
 
 def decode_records(records: list[bytes]) -> tuple[list[Event], dict[str, int]]: ...
+def redact_argv(argv: list[str]) -> list[str]: ...
 def loss_event(count: int, reason: str, lost_type: Optional[int] = None) -> Event: ...
 def event_types() -> list[tuple[int, str]]: ...
 def supported_probes() -> list[dict[str, Any]]: ...

@@ -183,7 +183,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
     write = make_writer(out, args.format)
     counter = Counter()
     try:
-        async with CaptureManager(cfg) as mgr, await mgr.subscribe(types) as sub:
+        async with CaptureManager(cfg, redact_secrets=args.redact) as mgr, await mgr.subscribe(types) as sub:
             if event_filter != EventFilter():
                 await mgr.set_filter(event_filter)
             async with anyio.create_task_group() as tg:
@@ -254,7 +254,7 @@ async def cmd_exec(args: argparse.Namespace) -> int:
     summary_out = open_output(args.summary, sys.stderr.buffer) if args.summary else None
     write = make_writer(out, args.format)
     try:
-        async with CaptureManager(perf_config(args)) as mgr:
+        async with CaptureManager(perf_config(args), redact_secrets=args.redact) as mgr:
             if user_filter != EventFilter():
                 await mgr.set_filter(user_filter)
             try:
@@ -358,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"known: {', '.join(t.json_name for t in EventType if t is not EventType.LOSS)}")
         sp.add_argument("--output", "-o", help="write events to FILE (created mode 0600)")
         sp.add_argument("--format", choices=["json", "text"], default="json")
+        sp.add_argument("--redact", action="store_true",
+                        help="replace command-line values that look like secrets (passwords, tokens, keys) by [REDACTED]")
         sp.add_argument("--ring-buffer-size", type=int, default=PerformanceConfig.ring_buffer_size)
         sp.add_argument("--batch-size", type=int, default=PerformanceConfig.batch_size)
         sp.add_argument("--poll-interval", type=float, default=PerformanceConfig.poll_interval,

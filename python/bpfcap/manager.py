@@ -167,13 +167,19 @@ class CaptureManager:
         *,
         queue_batches: int = 256,
         disable_mechanisms: Iterable[str] = (),
+        redact_secrets: bool = False,
     ) -> None:
         """``queue_batches``: each subscriber's queue bound, in batches (at most
         ``batch_size`` events each). ``disable_mechanisms`` (e.g. ``["kprobe",
         "lsm"]``, or the environment variable ``BPFCAP_DISABLE_MECHANISMS``)
-        makes probes skip those attach mechanisms, to force a fallback."""
+        makes probes skip those attach mechanisms, to force a fallback.
+        ``redact_secrets``: replace command-line values that look like secrets
+        (``--password=…``, ``API_TOKEN=…``, ``Authorization: …``, URL passwords,
+        GitHub/AWS/OpenAI/Anthropic/Slack/... token shapes, JWTs) by
+        ``[REDACTED]`` before any subscriber sees them (see ``redact_argv``)."""
         self.config = config or PerformanceConfig()
-        self._rings = RingBufferManager(self.config, disable_mechanisms=disable_mechanisms)
+        self._rings = RingBufferManager(self.config, disable_mechanisms=disable_mechanisms,
+                                        redact_secrets=redact_secrets)
         self._queue_batches = queue_batches
         self._running = False
         self._tg: Optional[anyio.abc.TaskGroup] = None

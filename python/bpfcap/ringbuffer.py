@@ -42,6 +42,8 @@ class RingBufferStats:
     """Records too short, of an unknown kind or with inconsistent sizes (counted, skipped)."""
     enrich_failed: int
     """Events whose cgroup was gone before its container could be read."""
+    redacted_args: int
+    """Command-line arguments replaced by ``[REDACTED]`` (with ``redact_secrets``)."""
     lost_in_kernel: int
     """Records the programs could not write: a ring was full."""
     lost_by_cpu: tuple[int, ...]
@@ -73,8 +75,15 @@ class RingBufferManager:
     """Creates a capture's rings and reads them: ``poll`` returns events,
     ``set_callback`` has each event handed to a function as it is read."""
 
-    def __init__(self, config: Optional[PerformanceConfig] = None, *, disable_mechanisms: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        config: Optional[PerformanceConfig] = None,
+        *,
+        disable_mechanisms: Iterable[str] = (),
+        redact_secrets: bool = False,
+    ) -> None:
         self.config = config or PerformanceConfig()
+        self.redact_secrets = bool(redact_secrets)
         env = os.environ.get("BPFCAP_DISABLE_MECHANISMS", "")
         self._disabled = sorted({*disable_mechanisms, *(m.strip() for m in env.split(",") if m.strip())})
         self._native: Optional[_native.Capture] = None
@@ -92,7 +101,7 @@ class RingBufferManager:
             raise ClosedError("the ring buffers were already created")
         cfg = self.config
         self._native = await anyio.to_thread.run_sync(
-            _native.Capture, cfg.ring_buffer_size, cfg.wakeup_bytes, self._disabled, cfg.rings
+            _native.Capture, cfg.ring_buffer_size, cfg.wakeup_bytes, self._disabled, cfg.rings, self.redact_secrets
         )
 
     def close(self) -> None:
@@ -203,6 +212,7 @@ class RingBufferManager:
             batches=st["batches"],
             decode_errors=st["decode_errors"],
             enrich_failed=st["enrich_failed"],
+            redacted_args=st["redacted_args"],
             lost_in_kernel=sum(lost),
             lost_by_cpu=tuple(native.lost_by_cpu()),
             lost_by_type={EventType(i).json_name: n for i, n in enumerate(lost) if n},

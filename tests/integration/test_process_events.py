@@ -148,3 +148,19 @@ def test_waiting_for_the_ring_releases_the_gil() -> None:
         stop = True
         t.join()
         cap.close()
+
+
+@pytest.mark.parametrize("redact", [True, False])
+async def test_secrets_in_argv_are_redacted_on_request(token: str, redact: bool) -> None:
+    secret = "ghp_" + token.replace("-", "") + "0123456789abcdefghij"
+    argv = ["/bin/echo", token, f"--password=hunter2-{token}", "--api-key", "k-" + token, secret]
+    async with CaptureManager(FAST, redact_secrets=redact) as mgr, await mgr.subscribe([EventType.PROCESS_EXEC]) as sub:
+        await run(argv)
+        events = await collect_until(sub, lambda seen: any(e.argv and e.argv[1:2] == [token] for e in seen))
+        st = mgr.stats()
+    e = next(e for e in events if e.argv and e.argv[1:2] == [token])
+    if redact:
+        assert e.argv == ["/bin/echo", token, "--password=[REDACTED]", "--api-key", "[REDACTED]", "[REDACTED]"]
+        assert st.redacted_args >= 3 and "hunter2" not in e.to_json()
+    else:
+        assert e.argv == argv and st.redacted_args == 0

@@ -35,6 +35,18 @@ pub fn attach(
         program: program.to_owned(),
         reason: "no program of that name in the BPF object".into(),
     })?;
+    // perf_event_open of a kprobe or uprobe may need CAP_SYS_ADMIN even with
+    // CAP_BPF and CAP_PERFMON (measured: uprobes on 6.18): name it.
+    let attach_failed = |e: &ProgramError, r: String| {
+        if denied(e) && !sys::has_cap(sys::effective_caps(), sys::CAP_SYS_ADMIN) {
+            Error::Privilege {
+                what: format!("attaching {target} by {}", ty.name()),
+                needed: "CAP_SYS_ADMIN (the kernel refused it to CAP_BPF and CAP_PERFMON)",
+            }
+        } else {
+            fail(r)
+        }
+    };
     let need_btf =
         || btf.ok_or_else(|| fail("needs the kernel's BTF (/sys/kernel/btf/vmlinux), which is missing".into()));
     macro_rules! typed {
@@ -52,7 +64,7 @@ pub fn attach(
             if !loaded {
                 p.load().map_err(|e| program_error(program, e))?;
             }
-            let id = p.attach(target, 0).map_err(|e| fail(kprobe_reason(&e)))?;
+            let id = p.attach(target, 0).map_err(|e| attach_failed(&e, kprobe_reason(&e)))?;
             Box::new(p.take_link(id).map_err(|e| fail(reason(&e)))?)
         }
         ProgType::Fentry => {
@@ -60,7 +72,7 @@ pub fn attach(
             if !loaded {
                 p.load(target, need_btf()?).map_err(|e| program_error(program, e))?;
             }
-            let id = p.attach().map_err(|e| fail(reason(&e)))?;
+            let id = p.attach().map_err(|e| attach_failed(&e, reason(&e)))?;
             Box::new(p.take_link(id).map_err(|e| fail(reason(&e)))?)
         }
         ProgType::Fexit => {
@@ -68,7 +80,7 @@ pub fn attach(
             if !loaded {
                 p.load(target, need_btf()?).map_err(|e| program_error(program, e))?;
             }
-            let id = p.attach().map_err(|e| fail(reason(&e)))?;
+            let id = p.attach().map_err(|e| attach_failed(&e, reason(&e)))?;
             Box::new(p.take_link(id).map_err(|e| fail(reason(&e)))?)
         }
         ProgType::Lsm => {
@@ -76,7 +88,7 @@ pub fn attach(
             if !loaded {
                 p.load(target, need_btf()?).map_err(|e| program_error(program, e))?;
             }
-            let id = p.attach().map_err(|e| fail(reason(&e)))?;
+            let id = p.attach().map_err(|e| attach_failed(&e, reason(&e)))?;
             Box::new(p.take_link(id).map_err(|e| fail(reason(&e)))?)
         }
         ProgType::Tracepoint => {
@@ -86,7 +98,7 @@ pub fn attach(
             if !loaded {
                 p.load().map_err(|e| program_error(program, e))?;
             }
-            let id = p.attach(category, name).map_err(|e| fail(reason(&e)))?;
+            let id = p.attach(category, name).map_err(|e| attach_failed(&e, reason(&e)))?;
             Box::new(p.take_link(id).map_err(|e| fail(reason(&e)))?)
         }
         ProgType::Uprobe | ProgType::Uretprobe => {
@@ -101,7 +113,7 @@ pub fn attach(
                     p.attach(UProbeAttachLocation::AbsoluteOffset(off), &binary, UProbeScope::AllProcesses)
                 }
             }
-            .map_err(|e| fail(reason(&e)))?;
+            .map_err(|e| attach_failed(&e, reason(&e)))?;
             Box::new(p.take_link(id).map_err(|e| fail(reason(&e)))?)
         }
         ProgType::RawTracepoint => {
@@ -109,7 +121,7 @@ pub fn attach(
             if !loaded {
                 p.load().map_err(|e| program_error(program, e))?;
             }
-            let id = p.attach(target).map_err(|e| fail(reason(&e)))?;
+            let id = p.attach(target).map_err(|e| attach_failed(&e, reason(&e)))?;
             Box::new(p.take_link(id).map_err(|e| fail(reason(&e)))?)
         }
     };
@@ -182,6 +194,20 @@ fn resolve_binary(bin: &str) -> Option<std::path::PathBuf> {
 /// Whether an optional tracepoint target exists here.
 pub fn tracepoint_exists(target: &str) -> bool {
     split_tracepoint(target).is_ok()
+}
+
+/// Whether the kernel said EPERM or EACCES somewhere in `e`'s sources.
+fn denied(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = src {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if matches!(io.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES)) {
+                return true;
+            }
+        }
+        src = s.source();
+    }
+    false
 }
 
 /// An error and its sources in one line.

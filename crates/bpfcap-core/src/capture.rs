@@ -29,7 +29,7 @@ use crate::{
     filter::{FilterMaps, FilterSpec},
     offsets,
     probes::{self, Plan, ProbeSpec, ProgType},
-    sys, tracefs,
+    redact, sys, tracefs,
     user_probe::{UserProbe, UserProbeSpec},
 };
 
@@ -108,6 +108,8 @@ pub struct ReaderStats {
     pub decode: DecodeStats,
     /// Events whose cgroup could not be resolved (gone before enrichment).
     pub enrich_failed: u64,
+    /// Command-line arguments replaced by `[REDACTED]` (see [`crate::redact`]).
+    pub redacted_args: u64,
 }
 
 /// One (program, target) attachment, shared by the probes that use it.
@@ -144,6 +146,8 @@ pub struct Capture {
     settings: Settings,
     pub offsets: Offsets,
     pub stats: ReaderStats,
+    /// Redact secrets in command lines before events leave the core.
+    pub redact: bool,
 }
 
 impl Capture {
@@ -218,6 +222,7 @@ impl Capture {
             settings,
             offsets,
             stats: ReaderStats::default(),
+            redact: false,
         })
     }
 
@@ -287,7 +292,7 @@ impl Capture {
         if self.active.iter().any(|a| a.name == probe.name) {
             return Ok(());
         }
-        let mut skipped = Vec::new();
+        let (mut skipped, mut denied) = (Vec::new(), None);
         for plan in probe.plans {
             if self.disabled.iter().any(|d| d == plan.mechanism) {
                 skipped.push(format!("{}: disabled by configuration", plan.mechanism));
@@ -305,9 +310,17 @@ impl Capture {
                     });
                     return Ok(());
                 }
-                Err(e @ Error::Privilege { .. }) => return Err(e),
-                Err(e) => skipped.push(format!("{}: {e}", plan.mechanism)),
+                Err(e) => {
+                    skipped.push(format!("{}: {e}", plan.mechanism));
+                    // A later mechanism may need less; if none works, the missing privilege is the news.
+                    if matches!(e, Error::Privilege { .. }) {
+                        denied.get_or_insert(e);
+                    }
+                }
             }
+        }
+        if let Some(e) = denied {
+            return Err(e);
         }
         Err(Error::Attach { probe: probe.name.to_owned(), mechanism: "any mechanism", reason: skipped.join("; ") })
     }
@@ -580,6 +593,9 @@ impl Capture {
 
     /// Session label and container information of an event.
     fn enrich(&mut self, ev: &mut Event) {
+        if let (true, Payload::Exec { argv, .. }) = (self.redact, &mut ev.payload) {
+            self.stats.redacted_args += redact::redact_argv(argv) as u64;
+        }
         let session = ev.hdr.session;
         if session != 0 {
             ev.meta.session = self.labels.get(session as usize - 1).cloned();

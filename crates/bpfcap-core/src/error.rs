@@ -6,7 +6,7 @@ use std::io;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The process lacks a capability the kernel requires for this operation.
-    #[error("{what} needs {needed}: run as root, or grant the capabilities to the interpreter (for example `setcap cap_bpf,cap_perfmon+ep <python>`)")]
+    #[error("{what} needs {needed}: run as root, or grant what is missing to the process (ambient capabilities, or `setcap` on the interpreter)")]
     Privilege { what: String, needed: &'static str },
 
     /// The running kernel lacks something a probe or the ring buffer needs.

@@ -13,6 +13,7 @@ pub mod event;
 pub mod filter;
 pub mod offsets;
 pub mod probes;
+pub mod redact;
 pub mod sys;
 pub mod tracefs;
 pub mod user_probe;

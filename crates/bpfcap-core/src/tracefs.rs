@@ -12,14 +12,30 @@ const CANDIDATES: [&str; 2] = ["/sys/kernel/tracing", "/sys/kernel/debug/tracing
 /// The tracefs mount point, mounting it at /sys/kernel/tracing if nothing is
 /// mounted yet (needs CAP_SYS_ADMIN). Tracepoint attachment needs it.
 pub fn ensure_mounted() -> Result<PathBuf> {
-    if let Some(p) = CANDIDATES.iter().map(PathBuf::from).find(|p| p.join("events").is_dir()) {
-        return Ok(p);
+    for p in CANDIDATES.iter().map(PathBuf::from) {
+        match fs::metadata(p.join("events")) {
+            Ok(m) if m.is_dir() => return Ok(p),
+            // Mounted (mode 0700 by default) but this user may not look inside.
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(Error::Privilege {
+                    what: format!("reading tracefs ({}: tracepoint ids and record layouts)", p.display()),
+                    needed: "read access to it: CAP_DAC_READ_SEARCH, or tracefs mounted with gid= a group of yours",
+                })
+            }
+            _ => {}
+        }
     }
     let target = CString::new(CANDIDATES[0]).expect("no NUL");
     let fstype = CString::new("tracefs").expect("no NUL");
     let rc = unsafe { libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
     if rc != 0 {
         let err = std::io::Error::last_os_error();
+        if err.raw_os_error() == Some(libc::EPERM) {
+            return Err(Error::Privilege {
+                what: format!("mounting tracefs on {} (nothing is mounted there)", CANDIDATES[0]),
+                needed: "CAP_SYS_ADMIN, or mount it first: `mount -t tracefs tracefs /sys/kernel/tracing`",
+            });
+        }
         return Err(Error::KernelFeature {
             feature: "tracefs".into(),
             reason: format!(

@@ -54,17 +54,19 @@ impl PyCapture {
     /// Loads the BPF object with a ring of `ring_size` bytes that wakes the
     /// reader once `wakeup_bytes` are pending.
     #[new]
-    #[pyo3(signature = (ring_size, wakeup_bytes, disabled_mechanisms=Vec::new(), rings=1))]
+    #[pyo3(signature = (ring_size, wakeup_bytes, disabled_mechanisms=Vec::new(), rings=1, redact=false))]
     fn new(
         py: Python<'_>,
         ring_size: u32,
         wakeup_bytes: u64,
         disabled_mechanisms: Vec<String>,
         rings: u32,
+        redact: bool,
     ) -> PyResult<Self> {
-        let capture = py
+        let mut capture = py
             .detach(|| Capture::open(CaptureConfig { ring_size, wakeup_bytes, rings }, disabled_mechanisms))
             .map_err(to_py)?;
+        capture.redact = redact;
         Ok(Self {
             state: Mutex::new(Some(State { capture, buf: Vec::new() })),
             wall_offset_ns: clock::wall_offset_ns(),
@@ -267,6 +269,7 @@ impl PyCapture {
         d.set_item("bytes", st.decode.bytes)?;
         d.set_item("decode_errors", st.decode.errors())?;
         d.set_item("enrich_failed", st.enrich_failed)?;
+        d.set_item("redacted_args", st.redacted_args)?;
         Ok(d)
     }
 
@@ -321,6 +324,13 @@ fn probe_dict<'py>(py: Python<'py>, p: &bpfcap_core::ProbeStatus) -> PyResult<Bo
     d.set_item("skipped", &p.skipped)?;
     d.set_item("enabled", p.enabled)?;
     Ok(d)
+}
+
+/// A command line with values that look like secrets replaced by `[REDACTED]`.
+#[pyfunction]
+fn redact_argv(mut argv: Vec<String>) -> Vec<String> {
+    bpfcap_core::redact::redact_argv(&mut argv);
+    argv
 }
 
 /// Decodes recorded ring records; returns the events and the decoder's counts.
@@ -407,6 +417,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyCapture>()?;
     m.add_class::<PyEvent>()?;
     m.add_function(wrap_pyfunction!(decode_records, m)?)?;
+    m.add_function(wrap_pyfunction!(redact_argv, m)?)?;
     m.add_function(wrap_pyfunction!(loss_event, m)?)?;
     m.add_function(wrap_pyfunction!(event_types, m)?)?;
     m.add_function(wrap_pyfunction!(supported_probes, m)?)?;
