@@ -18,7 +18,7 @@ RUST_SRC  := $(shell find crates bpf-rs/src -name '*.rs' 2>/dev/null) bpf-rs/Car
              Cargo.toml Cargo.lock $(wildcard crates/*/Cargo.toml)
 PY_SRC    := $(wildcard python/bpfcap/*.py) pyproject.toml
 
-.PHONY: all setup debs bpf-linker build demo test test-rust test-python vm-setup vm-test bench-setup bench clean
+.PHONY: all setup debs bpf-linker build demo test test-rust test-python vm-setup vm-test bench-setup bench soak clean
 
 all: setup demo
 
@@ -92,6 +92,10 @@ bench-setup: debs
 bench: build bench-setup
 	cd benchmarks && ../$(PY) filter_cost.py
 	cd benchmarks && ../$(PY) pipeline.py
+
+## Bounded soak (10 minutes by default): SOAK_ARGS="--duration 3600" for an hour.
+soak: build
+	cd benchmarks && ../$(PY) soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf target $(VENV) python/bpfcap/*.so

@@ -15,7 +15,7 @@ $py -m bpfcap doctor --json > "$out/doctor.json" || rc=1
 # the same calls) run on the host only, to fit three kernels in the CI budget.
 kernel_tests="tests/integration/test_process_events.py tests/integration/test_probes.py
   tests/integration/test_user_probes.py tests/integration/test_filters.py tests/integration/test_pipeline.py
-  tests/integration/test_reliability.py"
+  tests/integration/test_reliability.py tests/integration/test_privileges.py"
 echo "== preferred mechanisms"
 pytest $kernel_tests || rc=1
 echo "== fentry/fexit forced (kprobe and LSM disabled)"

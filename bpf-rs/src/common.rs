@@ -407,21 +407,25 @@ fn take_token(cfg: &FilterConfig) -> bool {
 
 /// At a fork: the child joins the parent's tracked tree, or starts one when
 /// the parent is a filter pid and children are followed.
+///
+/// A tracked parent passes its tree on whatever the filter in force: userspace
+/// fills TRACKED for a new filter before it flips to it, and a child forked
+/// in between must not fall out of the tree.
 #[inline(always)]
 pub fn track_fork(parent_tgid: u32, child_tgid: u32) {
-    let Some(cfg) = filter() else { return };
-    if cfg.tracking == 0 {
-        return;
-    }
-    let gen = filter_counter() & 1;
     let entry = match unsafe { TRACKED.get(&parent_tgid) } {
         Some(t) => *t,
-        None if cfg.follow_children != 0
-            && unsafe { FILTER_PIDS.get(&GenId { gen, id: parent_tgid }) }.is_some() =>
-        {
+        None => {
+            let Some(cfg) = filter() else { return };
+            let gen = filter_counter() & 1;
+            if cfg.tracking == 0
+                || cfg.follow_children == 0
+                || unsafe { FILTER_PIDS.get(&GenId { gen, id: parent_tgid }) }.is_none()
+            {
+                return;
+            }
             Track { root: parent_tgid, session: 0 }
         }
-        None => return,
     };
     let _ = TRACKED.insert(&child_tgid, &entry, 0);
 }
@@ -433,9 +437,7 @@ pub fn track_exit(tgid: u32) {
     if let Some(exits) = EXITS.get_ptr_mut(0) {
         unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(exits, 1) };
     }
-    if filter().is_some_and(|c| c.tracking != 0) {
-        let _ = TRACKED.remove(&tgid);
-    }
+    let _ = TRACKED.remove(&tgid);
 }
 
 /// Submit flags implementing the wake-up policy: wake the reader only when

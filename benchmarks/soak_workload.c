@@ -1,0 +1,86 @@
+/* The soak benchmark's workload: at a steady rate, each tick forks and execs
+ * /bin/true (fork, exec, exit), opens, writes, reads and closes a file, makes a
+ * TCP connection to a local listener and closes it (with a reset, so the close
+ * happens in this process), and sends a UDP datagram. Waits for a line on
+ * stdin before it starts; prints what it did when done:
+ *   "<pid> <ticks>"   (each tick is one of each of the nine operations)
+ *   soak_workload SECONDS RATE FILE TCP_PORT UDP_PORT
+ */
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static struct sockaddr_in local(int port) {
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    return a;
+}
+
+static void die(const char *what) {
+    perror(what);
+    exit(2);
+}
+
+int main(int argc, char **argv) {
+    if (argc != 6) {
+        fprintf(stderr, "usage: %s SECONDS RATE FILE TCP_PORT UDP_PORT\n", argv[0]);
+        return 1;
+    }
+    double seconds = atof(argv[1]), rate = atof(argv[2]);
+    const char *file = argv[3];
+    struct sockaddr_in tcp = local(atoi(argv[4])), udp = local(atoi(argv[5]));
+
+    int listener = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(listener, (struct sockaddr *)&tcp, sizeof tcp) || listen(listener, 16)) die("tcp listen");
+    int sink = socket(AF_INET, SOCK_DGRAM, 0);
+    if (bind(sink, (struct sockaddr *)&udp, sizeof udp)) die("udp bind");
+    int sender = socket(AF_INET, SOCK_DGRAM, 0);
+
+    char line[16], buf[1];
+    if (!fgets(line, sizeof line, stdin)) return 1;
+    struct timespec start, due;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    long ticks = (long)(seconds * rate);
+    for (long i = 0; i < ticks; i++) {
+        pid_t child = fork();
+        if (child == 0) {
+            execl("/bin/true", "true", (char *)NULL);
+            _exit(127);
+        }
+        if (child < 0 || waitpid(child, NULL, 0) != child) die("fork");
+
+        int fd = open(file, O_RDWR | O_CREAT | O_TRUNC, 0600);
+        if (fd < 0 || write(fd, "x", 1) != 1 || lseek(fd, 0, SEEK_SET) != 0 || read(fd, buf, 1) != 1) die("file");
+        close(fd);
+
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        struct linger rst = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(s, SOL_SOCKET, SO_LINGER, &rst, sizeof rst);
+        if (connect(s, (struct sockaddr *)&tcp, sizeof tcp)) die("connect");
+        int a = accept(listener, NULL, NULL);
+        if (a < 0) die("accept");
+        close(s);
+        close(a);
+
+        if (sendto(sender, "x", 1, 0, (struct sockaddr *)&udp, sizeof udp) != 1) die("sendto");
+        if (recv(sink, buf, 1, 0) != 1) die("recv");
+
+        double t = (i + 1) / rate;
+        due.tv_sec = start.tv_sec + (time_t)t;
+        due.tv_nsec = start.tv_nsec + (long)((t - (time_t)t) * 1e9);
+        if (due.tv_nsec >= 1000000000) {
+            due.tv_sec++;
+            due.tv_nsec -= 1000000000;
+        }
+        clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &due, NULL);
+    }
+    printf("%d %ld\n", getpid(), ticks);
+    return 0;
+}
