@@ -1,13 +1,15 @@
 /* The soak benchmark's workload: at a steady rate, each tick forks and execs
- * /bin/true (fork, exec, exit), opens, writes, reads and closes a file, makes a
- * TCP connection to a local listener and closes it (with a reset, so the close
- * happens in this process), and sends a UDP datagram. Waits for a line on
- * stdin before it starts; prints what it did when done:
- *   "<pid> <ticks>"   (each tick is one of each of the nine operations)
- *   soak_workload SECONDS RATE FILE TCP_PORT UDP_PORT
+ * CHILD (fork, exec, exit), opens, writes, reads and closes a file, makes a
+ * TCP connection to its own listener and closes it with a reset (both sockets
+ * close in this process), and sends a UDP datagram. It stops itself (SIGSTOP)
+ * before the first tick, so the benchmark can set its filter, and does no
+ * other I/O: everything it makes the kernel report is accounted for.
+ * Exits 0 once all SECONDS * RATE ticks are done.
+ *   soak_workload SECONDS RATE CHILD FILE TCP_PORT UDP_PORT
  */
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,13 +30,13 @@ static void die(const char *what) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 6) {
-        fprintf(stderr, "usage: %s SECONDS RATE FILE TCP_PORT UDP_PORT\n", argv[0]);
+    if (argc != 7) {
+        fprintf(stderr, "usage: %s SECONDS RATE CHILD FILE TCP_PORT UDP_PORT\n", argv[0]);
         return 1;
     }
     double seconds = atof(argv[1]), rate = atof(argv[2]);
-    const char *file = argv[3];
-    struct sockaddr_in tcp = local(atoi(argv[4])), udp = local(atoi(argv[5]));
+    const char *child_exe = argv[3], *file = argv[4];
+    struct sockaddr_in tcp = local(atoi(argv[5])), udp = local(atoi(argv[6]));
 
     int listener = socket(AF_INET, SOCK_STREAM, 0), one = 1;
     setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -43,15 +45,15 @@ int main(int argc, char **argv) {
     if (bind(sink, (struct sockaddr *)&udp, sizeof udp)) die("udp bind");
     int sender = socket(AF_INET, SOCK_DGRAM, 0);
 
-    char line[16], buf[1];
-    if (!fgets(line, sizeof line, stdin)) return 1;
+    char buf[1];
+    raise(SIGSTOP);
     struct timespec start, due;
     clock_gettime(CLOCK_MONOTONIC, &start);
     long ticks = (long)(seconds * rate);
     for (long i = 0; i < ticks; i++) {
         pid_t child = fork();
         if (child == 0) {
-            execl("/bin/true", "true", (char *)NULL);
+            execl(child_exe, "soak_child", (char *)NULL);
             _exit(127);
         }
         if (child < 0 || waitpid(child, NULL, 0) != child) die("fork");
@@ -81,6 +83,5 @@ int main(int argc, char **argv) {
         }
         clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &due, NULL);
     }
-    printf("%d %ld\n", getpid(), ticks);
     return 0;
 }

@@ -424,20 +424,38 @@ pub fn track_fork(parent_tgid: u32, child_tgid: u32) {
             {
                 return;
             }
-            Track { root: parent_tgid, session: 0 }
+            Track { root: parent_tgid, session: 0, exiting: 0 }
         }
     };
-    let _ = TRACKED.insert(&child_tgid, &entry, 0);
+    let _ = TRACKED.insert(&child_tgid, &Track { exiting: 0, ..entry }, 0);
 }
 
-/// At a process's exit: forget it; its pid may be reused, so cached pid
-/// decisions expire.
+/// At a process's exit: cached pid decisions expire (its pid may be reused).
+/// It stays in its tree while it closes its files (sockets it never closed
+/// are closed after this: those events are its tree's); `track_free` forgets it.
 #[inline(always)]
 pub fn track_exit(tgid: u32) {
+    bump_exits();
+    if let Some(t) = TRACKED.get_ptr_mut(&tgid) {
+        unsafe { (*t).exiting = 1 };
+    }
+}
+
+/// When an exited process's task is freed: out of its tree. An entry made
+/// since for a new process with the same pid is not exiting and stays.
+#[inline(always)]
+pub fn track_free(tgid: u32) {
+    if unsafe { TRACKED.get(&tgid) }.is_some_and(|t| t.exiting != 0) {
+        let _ = TRACKED.remove(&tgid);
+        bump_exits();
+    }
+}
+
+#[inline(always)]
+fn bump_exits() {
     if let Some(exits) = EXITS.get_ptr_mut(0) {
         unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(exits, 1) };
     }
-    let _ = TRACKED.remove(&tgid);
 }
 
 /// Submit flags implementing the wake-up policy: wake the reader only when

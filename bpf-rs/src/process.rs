@@ -12,7 +12,7 @@ use bpfcap_common::{
     flag, kind, ExecRecord, ExitRecord, ForkRecord, ARGV_MAX, FILENAME_MAX,
 };
 
-use crate::common::{admit, emit, fill_header, off, output, read_kernel, track_exit, track_fork};
+use crate::common::{admit, emit, fill_header, off, output, read_kernel, track_exit, track_fork, track_free};
 
 /// Exec records are built here (too big for the 512-byte stack) and sent with
 /// `bpf_ringbuf_output` trimmed to what they hold.
@@ -111,6 +111,19 @@ pub fn bpfcap_exit(ctx: RawTracePointContext) -> i32 {
         });
     }
     track_exit((unsafe { h::bpf_get_current_pid_tgid() } >> 32) as u32);
+    0
+}
+
+/// `sched_process_free(struct task_struct *p)`: the last reference to a task
+/// is gone; for a process (its leader), it leaves its tracked tree.
+#[raw_tracepoint(tracepoint = "sched_process_free")]
+pub fn bpfcap_free(ctx: RawTracePointContext) -> i32 {
+    let task: u64 = ctx.arg(0);
+    let pid = read_kernel::<u32>(task, off!(task_pid)).unwrap_or(0);
+    let tgid = read_kernel::<u32>(task, off!(task_tgid)).unwrap_or(0);
+    if pid == tgid && tgid != 0 {
+        track_free(tgid);
+    }
     0
 }
 

@@ -103,6 +103,26 @@ async def test_a_pid_tree_is_followed_at_every_level_and_nothing_else(token: str
     assert {e.pid for e in events} <= _descendant_pids(events, gate.pid)
 
 
+async def test_a_followed_child_that_exits_with_a_socket_open_keeps_its_close() -> None:
+    """The kernel closes a process's files after its exit event: those events
+    are still its tree's (the soak benchmark caught them being filtered out)."""
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        script = ("import socket, struct, os; s = socket.create_connection(('127.0.0.1', %d)); "
+                  "s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0)); os._exit(0)" % port)
+        async with closed(FAST, [EventType.PROCESS_EXIT, EventType.TCP_CLOSE]) as (mgr, sub):
+            gate = Gate(["sh", "-c", f'{sys.executable} -c "{script}"; true'])
+            await mgr.set_filter(EventFilter(pids=[gate.pid]))
+            await anyio.to_thread.run_sync(gate.go)
+            events = await events_until(sub, lambda seen: any(e.type == EventType.TCP_CLOSE and e.dport == port
+                                                               for e in seen))
+    closer = next(e for e in events if e.type == EventType.TCP_CLOSE and e.dport == port)
+    exits = {e.pid for e in events if e.type == EventType.PROCESS_EXIT}
+    assert closer.pid in exits and closer.comm.startswith("python")  # closed by the exiting process itself
+
+
 def _descendant_pids(events: list[Any], root: int) -> set[int]:
     """`root` and the processes whose parent chain (in these events) leads to it."""
     pids = {root}

@@ -107,9 +107,9 @@ async def test_stop_detaches_every_program_and_map() -> None:
     await mgr.start()
     sub = await mgr.subscribe([EventType.PROCESS_EXEC, EventType.PROCESS_EXIT, EventType.PROCESS_FORK])
     assert {p["name"] for p in mgr.probes()} == {"sched_process_exec", "sched_process_exit", "sched_process_fork"}
-    assert {prog for p in mgr.probes() for prog in p["programs"]} == {"bpfcap_exec", "bpfcap_exit", "bpfcap_fork"}
+    assert {prog for p in mgr.probes() for prog in p["programs"]} == {"bpfcap_exec", "bpfcap_exit", "bpfcap_free", "bpfcap_fork"}
     progs = {p["name"] for p in bpf_objects("prog")}
-    assert {"bpfcap_exec", "bpfcap_exit", "bpfcap_fork"} <= progs
+    assert {"bpfcap_exec", "bpfcap_exit", "bpfcap_free", "bpfcap_fork"} <= progs
     await mgr.stop()
     await sub.aclose()
     assert not any(fd.startswith("anon_inode:bpf") for fd in open_fds() - fds_before)

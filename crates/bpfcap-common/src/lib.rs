@@ -476,6 +476,9 @@ pub struct GenComm {
 pub struct Track {
     pub root: u32,
     pub session: u32,
+    /// Set when the process has exited; it still closes its files after
+    /// that, in its tree. The entry goes when the task is freed.
+    pub exiting: u32,
 }
 
 /// The global token bucket's state (`BPFCAP_RATE`).

@@ -231,15 +231,15 @@ impl FilterMaps {
             // The programs look a process up in TRACKED first: the filter pids go
             // there too, and so do descendants forked before the filter was set.
             for &pid in &spec.pids {
-                let session = self.tracked.get(&pid, 0).map(|t| t.session).unwrap_or(0);
-                self.tracked.insert(pid, Track { root: pid, session }, 0).map_err(|_| Error::Config {
+                let (session, exiting) = self.tracked.get(&pid, 0).map(|t| (t.session, t.exiting)).unwrap_or((0, 0));
+                self.tracked.insert(pid, Track { root: pid, session, exiting }, 0).map_err(|_| Error::Config {
                     field: "pids",
                     value: pid.to_string(),
                     allowed: format!("at most {MAX_TRACKED} tracked processes at once"),
                 })?;
                 for child in cgroups::descendants(pid) {
                     if self.tracked.get(&child, 0).is_err() {
-                        let _ = self.tracked.insert(child, Track { root: pid, session }, 0);
+                        let _ = self.tracked.insert(child, Track { root: pid, session, exiting: 0 }, 0);
                     }
                 }
             }
@@ -283,7 +283,7 @@ impl FilterMaps {
         let e = |e| map_err("BPFCAP_TRACKED")(e);
         // A process already in a followed tree keeps its root: the label is added.
         let root = self.tracked.get(&pid, 0).map(|t| t.root).unwrap_or(pid);
-        let entry = Track { root, session };
+        let entry = Track { root, session, exiting: 0 };
         self.tracked.insert(pid, entry, 0).map_err(|err| match err {
             aya::maps::MapError::SyscallError(_) => Error::Config {
                 field: "track",

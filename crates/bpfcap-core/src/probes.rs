@@ -83,7 +83,13 @@ pub const PROBES: &[ProbeSpec] = &[
     ProbeSpec {
         name: "sched_process_exit",
         kind: kind::PROCESS_EXIT,
-        plans: &[plan("raw_tracepoint", &[a("bpfcap_exit", RawTracepoint, "sched_process_exit")])],
+        plans: &[plan(
+            "raw_tracepoint",
+            &[
+                a("bpfcap_exit", RawTracepoint, "sched_process_exit"),
+                a("bpfcap_free", RawTracepoint, "sched_process_free"),
+            ],
+        )],
     },
     ProbeSpec {
         name: "sched_process_fork",
