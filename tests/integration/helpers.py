@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from typing import Any, Callable
 
 import anyio
 
-from bpfcap import Subscription
+from bpfcap import Subscription, _native
+
+# Each built-in probe's attach plans, preferred first.
+PLANS = {p["name"]: [m for m, _ in p["plans"]] for p in _native.supported_probes()}
 
 
 async def collect_until(sub: Subscription, done: Callable[[list[Any]], bool], timeout: float = 5.0) -> list[Any]:
@@ -48,6 +52,16 @@ def wait_until_no_bpf_objects(timeout: float = 3.0) -> dict[str, list[dict[str, 
 
 
 def open_fds() -> set[str]:
-    import os
-
     return {os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}")}
+
+
+def expected_mechanism(probe: str) -> str | None:
+    """The first plan of `probe` whose mechanism this kernel offers, per
+    BPFCAP_EXPECT_MECHANISMS (the Makefile sets it for the host, the VM runner
+    for each VM); None when unset (then only consistency is checked)."""
+    offered = os.environ.get("BPFCAP_EXPECT_MECHANISMS")
+    if not offered:
+        return None
+    disabled = set(os.environ.get("BPFCAP_DISABLE_MECHANISMS", "").split(","))
+    usable = [m for m in PLANS[probe] if m in offered.split(",") and m not in disabled]
+    return usable[0] if usable else None

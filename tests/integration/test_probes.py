@@ -5,31 +5,35 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 from pathlib import Path
 from typing import Any, Callable
 
 import anyio
+import orjson
 import pytest
 
-from bpfcap import CaptureManager, EventType, PerformanceConfig, _native
+from bpfcap import CaptureManager, EventType, PerformanceConfig
 
-from .helpers import collect_until
+from .helpers import PLANS, collect_until, expected_mechanism
 
 pytestmark = pytest.mark.anyio
 FAST = PerformanceConfig(ring_buffer_size=1 << 24, batch_size=256, poll_interval=0.01)
-PLANS = {p["name"]: [m for m, _ in p["plans"]] for p in _native.supported_probes()}
 
 
-def expected_mechanism(probe: str) -> str | None:
-    """The first plan of `probe` whose mechanism this kernel offers, per
-    BPFCAP_EXPECT_MECHANISMS (the Makefile sets it for the host, the VM runner
-    for each VM); None when unset (then only consistency is checked)."""
-    offered = os.environ.get("BPFCAP_EXPECT_MECHANISMS")
-    if not offered:
-        return None
-    disabled = set(os.environ.get("BPFCAP_DISABLE_MECHANISMS", "").split(","))
-    usable = [m for m in PLANS[probe] if m in offered.split(",") and m not in disabled]
-    return usable[0] if usable else None
+# The VM suite checks each fallback in the same pytest run (vm-tests/suite.sh):
+# every test here runs once per entry of BPFCAP_TEST_FORCINGS, a ";"-separated
+# list of mechanism sets to disable ("" = none). Unset: once, as the
+# environment's BPFCAP_DISABLE_MECHANISMS says.
+FORCINGS = os.environ["BPFCAP_TEST_FORCINGS"].split(";") if "BPFCAP_TEST_FORCINGS" in os.environ else [None]
+
+
+@pytest.fixture(autouse=True, params=FORCINGS, ids=lambda f: "as-configured" if f is None else f"disabled:{f or 'none'}")
+def forcing(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The mechanisms disabled for this test (the manager reads them from the environment)."""
+    if request.param is not None:
+        monkeypatch.setenv("BPFCAP_DISABLE_MECHANISMS", request.param)
+    return os.environ.get("BPFCAP_DISABLE_MECHANISMS", "")
 
 
 def check_mechanism(mgr: CaptureManager, probe: str) -> dict[str, Any]:
@@ -41,7 +45,16 @@ def check_mechanism(mgr: CaptureManager, probe: str) -> dict[str, Any]:
     want = expected_mechanism(probe)
     if want is not None:
         assert status["mechanism"] == want, status["skipped"]
+    record({"probe": probe, "disabled": os.environ.get("BPFCAP_DISABLE_MECHANISMS", ""),
+            "mechanism": status["mechanism"]})
     return status
+
+
+def record(result: dict[str, Any]) -> None:
+    """The VM runner's summary tables are made of these (vm-tests/summary.py)."""
+    if out := os.environ.get("BPFCAP_RESULTS_DIR"):
+        with open(Path(out, "mechanisms.jsonl"), "ab") as f:
+            f.write(orjson.dumps(result) + b"\n")
 
 
 async def capture(types: list[EventType], action: Callable[[], Any], done: Callable[[list[Any]], bool]) -> tuple[list[Any], Any, CaptureManager]:
@@ -199,13 +212,13 @@ async def test_exec_check_reports_the_filename(token: str) -> None:
     assert set(e.to_dict()) >= {"filename", "pid", "comm"}
 
 
-async def test_doctor_agrees_with_the_probes(bpfcap_cmd: list[str]) -> None:
-    r = await anyio.run_process([*bpfcap_cmd, "doctor", "--json"])
-    import orjson
-
+def test_doctor_agrees_with_the_probes(bpfcap_cmd: list[str]) -> None:
+    r = subprocess.run([*bpfcap_cmd, "doctor", "--json"], capture_output=True, check=True)
     info = orjson.loads(r.stdout)
     chosen = {p["name"]: p["mechanism"] for p in info["probes"]}
     assert set(chosen) == set(PLANS) and all(chosen.values())
     for name, mech in chosen.items():
         want = expected_mechanism(name)
         assert want is None or mech == want, (name, mech)
+    if (out := os.environ.get("BPFCAP_RESULTS_DIR")) and not os.environ.get("BPFCAP_DISABLE_MECHANISMS"):
+        Path(out, "doctor.json").write_bytes(r.stdout)
