@@ -181,7 +181,22 @@ impl Capture {
             // Rings not in use still exist in the object: one page each.
             loader.map_max_entries(name, if (i as u32) < config.rings { config.ring_size } else { page_size() });
         }
-        let mut ebpf = loader.load(BPF_OBJECT).map_err(|e| load_error("bpfcap.bpf.o", e))?;
+        let memlock = sys::raise_memlock_if_charged();
+        let mut ebpf = loader.load(BPF_OBJECT).map_err(|e| match (e, memlock) {
+            (EbpfError::MapError(aya::maps::MapError::CreateError { io_error, .. }), Some(limit))
+                if is_eperm(&io_error) =>
+            {
+                Error::Privilege {
+                    what: format!(
+                        "creating BPF maps on Linux {release} (before 5.11 they count against the locked-memory \
+                         limit, {} KiB here)",
+                        limit / 1024
+                    ),
+                    needed: "CAP_SYS_RESOURCE or a higher limit (`ulimit -l unlimited`, systemd LimitMEMLOCK=infinity)",
+                }
+            }
+            (e, _) => load_error("bpfcap.bpf.o", e),
+        })?;
         let mut rings = Vec::new();
         for name in &RING_MAPS[..config.rings as usize] {
             let ring = RingBuf::try_from(take_map(&mut ebpf, name)?).map_err(|e| map_error(name, e))?;

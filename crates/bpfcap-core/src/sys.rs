@@ -49,6 +49,27 @@ pub fn parse_kernel_version(release: &str) -> Option<(u32, u32, u32)> {
     Some((major, minor, patch))
 }
 
+/// Kernels before 5.11 charge BPF maps and programs to RLIMIT_MEMLOCK (64 KiB
+/// by default), not to the memory cgroup. Raises it as libbpf does: to
+/// unlimited where allowed (CAP_SYS_RESOURCE), else the soft limit to the hard
+/// one. Returns the limit still in force, in bytes, if there is one that charges.
+pub fn raise_memlock_if_charged() -> Option<u64> {
+    if parse_kernel_version(&kernel_release()).is_none_or(|v| v >= (5, 11, 0)) {
+        return None;
+    }
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    unsafe {
+        let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+        if libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) == 0 {
+            return None;
+        }
+        libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r);
+        r.rlim_cur = r.rlim_max;
+        libc::setrlimit(libc::RLIMIT_MEMLOCK, &r);
+    }
+    (r.rlim_max != libc::RLIM_INFINITY).then_some(r.rlim_max)
+}
+
 pub fn btf_available() -> bool {
     fs::metadata("/sys/kernel/btf/vmlinux").is_ok()
 }
