@@ -243,14 +243,19 @@ mod tests {
         push(&[0, KIND_UNION << 24 | 2, 8, s("y"), 1, 0, s("in"), 3, 0]);
         // 5: struct outer { long x @0; union @64 }
         push(&[s("outer"), KIND_STRUCT << 24 | 2, 16, s("x"), 2, 0, 0, 4, 64]);
+        btf_blob(&t, &strings)
+    }
+
+    /// A BTF blob: header, then the type and string sections as given.
+    pub(super) fn btf_blob(types: &[u8], strings: &[u8]) -> Vec<u8> {
         let mut blob = Vec::new();
         blob.extend_from_slice(&MAGIC.to_le_bytes());
         blob.extend_from_slice(&[1, 0]);
-        for w in [24u32, 0, t.len() as u32, t.len() as u32, strings.len() as u32] {
+        for w in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
             blob.extend_from_slice(&w.to_le_bytes());
         }
-        blob.extend_from_slice(&t);
-        blob.extend_from_slice(&strings);
+        blob.extend_from_slice(types);
+        blob.extend_from_slice(strings);
         blob
     }
 
@@ -318,15 +323,7 @@ mod fuzz {
 
     fn blob(types: &[Vec<u32>]) -> Vec<u8> {
         let t: Vec<u8> = types.iter().flatten().flat_map(|w| w.to_le_bytes()).collect();
-        let mut b = Vec::new();
-        b.extend_from_slice(&MAGIC.to_le_bytes());
-        b.extend_from_slice(&[1, 0]);
-        for w in [24u32, 0, t.len() as u32, t.len() as u32, STRINGS.len() as u32] {
-            b.extend_from_slice(&w.to_le_bytes());
-        }
-        b.extend_from_slice(&t);
-        b.extend_from_slice(STRINGS);
-        b
+        super::tests::btf_blob(&t, STRINGS)
     }
 
     fn query(btf: &Btf) {
