@@ -55,13 +55,17 @@ def open_fds() -> set[str]:
     return {os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}")}
 
 
+# The attach mechanisms this kernel offers, per BPFCAP_EXPECT_MECHANISMS (the
+# Makefile sets it for the host, the VM runner for each VM); empty when unset.
+OFFERED = {m for m in os.environ.get("BPFCAP_EXPECT_MECHANISMS", "").split(",") if m}
+
+
 def expected_mechanism(probe: str) -> str | None:
     """The first plan of `probe` whose mechanism this kernel offers, per
     BPFCAP_EXPECT_MECHANISMS (the Makefile sets it for the host, the VM runner
     for each VM); None when unset (then only consistency is checked)."""
-    offered = os.environ.get("BPFCAP_EXPECT_MECHANISMS")
-    if not offered:
+    if not OFFERED:
         return None
     disabled = set(os.environ.get("BPFCAP_DISABLE_MECHANISMS", "").split(","))
-    usable = [m for m in PLANS[probe] if m in offered.split(",") and m not in disabled]
+    usable = [m for m in PLANS[probe] if m in OFFERED and m not in disabled]
     return usable[0] if usable else None

@@ -20,13 +20,12 @@ from bpfcap import (
     UnknownProbeError,
 )
 
-from .helpers import collect_until
+from .helpers import OFFERED, collect_until
 
 pytestmark = pytest.mark.anyio
 FAST = PerformanceConfig(ring_buffer_size=1 << 22, batch_size=256, poll_interval=0.01)
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_OBJECT = ROOT / "target/bpf/bpfel-unknown-none/release/example"
-OFFERED = set(os.environ.get("BPFCAP_EXPECT_MECHANISMS", "").split(","))
 
 
 @pytest.fixture(scope="module")
