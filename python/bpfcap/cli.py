@@ -18,6 +18,7 @@ from .errors import BpfcapError, ConfigError, UnknownProbeError
 from .events import EventType, parse_types
 from .filters import EventFilter
 from .manager import CaptureManager, Subscription
+from .outputs import Output, OutputError, open_output
 from .ringbuffer import RingBufferStats
 from .session import CommandNotFound
 
@@ -33,16 +34,9 @@ class UsageError(Exception):
 # -- output ---------------------------------------------------------------------------
 
 
-def open_output(path: Optional[str], default: BinaryIO) -> BinaryIO:
-    """The events' destination; files are created readable by their owner only (events hold argv)."""
-    if path is None or path == "-":
-        return default
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    except OSError as e:
-        raise UsageError(f"cannot write --output {path!r}: {e.strerror}") from None
-    os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
-    return os.fdopen(fd, "wb")
+def output_for(args: argparse.Namespace, flag: str, path: Optional[str], default: BinaryIO) -> Output:
+    """PATH opened under the rules of `outputs` (bpfcap runs as root), with --append/--force."""
+    return open_output(path, default, what=flag, append=args.append, force=args.force)
 
 
 def format_text(e: Any) -> str:
@@ -61,17 +55,15 @@ def format_text(e: Any) -> str:
     return f"{e.time[11:26]} {e.type_name:<13} {e.pid:>7} {e.ppid:>7} {e.comm:<16} {detail}"
 
 
-def make_writer(out: BinaryIO, fmt: str) -> Callable[[list[Any]], None]:
+def make_writer(out: Output, fmt: str) -> Callable[[list[Any]], None]:
     if fmt == "text":
         def write(batch: list[Any]) -> None:
             out.write("".join(format_text(e) + "\n" for e in batch).encode())
-            out.flush()
     else:
         dumps, nl = orjson.dumps, orjson.OPT_APPEND_NEWLINE
 
         def write(batch: list[Any]) -> None:
             out.write(b"".join([dumps(e.to_dict(), option=nl) for e in batch]))
-            out.flush()
     return write
 
 
@@ -179,7 +171,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
     types = parse_types(args.types) or PROCESS_TYPES
     cfg = perf_config(args)
     event_filter = build_filter(args)
-    out = open_output(args.output, sys.stdout.buffer)
+    out = output_for(args, "--output", args.output, sys.stdout.buffer)
     write = make_writer(out, args.format)
     counter = Counter()
     try:
@@ -190,7 +182,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
                 await tg.start(stop_on_signals, mgr)
                 names = ", ".join(sorted(t.json_name for t in types))
                 print(f"bpfcap: capturing {names} (Ctrl-C to stop)", file=sys.stderr, flush=True)
-                if sys.stderr.isatty() and out is not sys.stderr.buffer:
+                if sys.stderr.isatty() and out.fd != sys.stderr.fileno():
                     tg.start_soon(status_line, counter, mgr)
                 if args.duration is not None:
                     tg.start_soon(stop_after, mgr, args.duration)
@@ -198,8 +190,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
                 tg.cancel_scope.cancel()
             stats = mgr.stats()
     finally:
-        if out is not sys.stdout.buffer:
-            out.close()
+        out.close()
     if sys.stderr.isatty():
         sys.stderr.write("\r\x1b[K")
     print(counter.summary(), file=sys.stderr)
@@ -250,8 +241,13 @@ async def cmd_exec(args: argparse.Namespace) -> int:
         raise UsageError(f"--grace must be 0 or more seconds, not {args.grace}")
     types = parse_types(args.types) or None
     user_filter = build_filter(args)
-    out = open_output(args.output, sys.stderr.buffer)
-    summary_out = open_output(args.summary, sys.stderr.buffer) if args.summary else None
+    # Both are opened before the capture starts, so that a refused path loses nothing.
+    out = output_for(args, "--output", args.output, sys.stderr.buffer)
+    try:
+        summary_out = output_for(args, "--summary", args.summary, sys.stderr.buffer) if args.summary else None
+    except OutputError:
+        out.close()
+        raise
     write = make_writer(out, args.format)
     try:
         async with CaptureManager(perf_config(args), redact_secrets=args.redact) as mgr:
@@ -270,17 +266,16 @@ async def cmd_exec(args: argparse.Namespace) -> int:
                 print(f"bpfcap: {unwrap(raised)}", file=sys.stderr)
                 return 127
             stats = mgr.stats()
+        summary = session.summary
+        assert summary is not None and session.returncode is not None
+        print(summary.render_text(), file=sys.stderr)
+        print(format_stats(stats), file=sys.stderr)
+        if summary_out is not None:
+            summary_out.write(orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2) + b"\n")
     finally:
-        for f in (out, summary_out):
-            if f is not None and f is not sys.stderr.buffer:
-                f.close()
-    summary = session.summary
-    assert summary is not None and session.returncode is not None
-    print(summary.render_text(), file=sys.stderr)
-    print(format_stats(stats), file=sys.stderr)
-    if args.summary:
-        with open_output(args.summary, sys.stderr.buffer) as f:
-            f.write(orjson.dumps(summary.to_dict(), option=orjson.OPT_INDENT_2) + b"\n")
+        out.close()
+        if summary_out is not None:
+            summary_out.close()
     return session.returncode
 
 
@@ -356,7 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--types", help="comma-separated event types (default: process events); "
                         f"known: {', '.join(t.json_name for t in EventType if t is not EventType.LOSS)}")
-        sp.add_argument("--output", "-o", help="write events to FILE (created mode 0600)")
+        sp.add_argument("--output", "-o", help="write events to FILE (a new file is created mode 0600; "
+                        "an existing one must be yours and is truncated; never through a symbolic link)")
+        sp.add_argument("--append", action="store_true", help="add to an existing --output/--summary file instead of truncating it")
+        sp.add_argument("--force", action="store_true",
+                        help="also write an existing file that belongs to another user or has other hard links")
         sp.add_argument("--format", choices=["json", "text"], default="json")
         sp.add_argument("--redact", action="store_true",
                         help="replace command-line values that look like secrets (passwords, tokens, keys) by [REDACTED]")
@@ -416,7 +415,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return anyio.run(COMMANDS[args.command_name], args)
     except BaseException as raised:  # noqa: BLE001 - mapped to exit codes below, the rest re-raised
         exc = unwrap(raised)
-        if isinstance(exc, (UsageError, ConfigError, UnknownProbeError)):
+        if isinstance(exc, (UsageError, ConfigError, UnknownProbeError, OutputError)):
             print(f"bpfcap: error: {exc}", file=sys.stderr)
             return EXIT_USAGE
         if isinstance(exc, BpfcapError):

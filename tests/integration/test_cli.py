@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 import subprocess
 from pathlib import Path
@@ -185,3 +186,19 @@ def test_run_redacts_secrets_on_request(bpfcap_cmd: list[str], token: str, tmp_p
     argvs = [e["argv"] for e in map(orjson.loads, text.splitlines()) if token in " ".join(e["argv"])]
     assert ["/bin/sh", "-c", f"GITHUB_TOKEN=[REDACTED] /bin/echo {token}"] in argvs
     assert ["/bin/echo", token, "-H", "Authorization: [REDACTED]"] in argvs
+
+
+def test_outputs_that_are_devices_or_fifos_keep_their_mode(bpfcap_cmd: list[str], tmp_path: Path) -> None:
+    before = Path("/dev/null").stat()
+    r = bpfcap(bpfcap_cmd, "run", "--duration", "0.2", "-o", "/dev/null")
+    assert r.returncode == 0, r.stderr
+    after = Path("/dev/null").stat()
+    assert (after.st_mode, after.st_uid) == (before.st_mode, before.st_uid)
+    fifo = tmp_path / "summary.fifo"
+    os.mkfifo(fifo, 0o644)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+    r = bpfcap(bpfcap_cmd, "exec", "--summary", str(fifo), "-o", "/dev/null", "--", "sh", "-c", "exit 4")
+    out, _ = reader.communicate(timeout=30)
+    assert r.returncode == 4, r.stderr
+    assert orjson.loads(out)["exit_code"] == 4
+    assert stat.S_IMODE(fifo.stat().st_mode) == 0o644

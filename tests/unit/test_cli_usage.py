@@ -30,3 +30,18 @@ def test_usage_errors(bpfcap_cmd: list[str], args: list[str], message: str) -> N
     assert r.stdout == ""
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("bpfcap: error: ") and message in lines[0], r.stderr
+
+
+def test_an_unsafe_output_path_is_refused_before_anything_starts(bpfcap_cmd: list[str], tmp_path) -> None:
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious\n")
+    (tmp_path / "link").symlink_to(victim)
+    for cmd in (["run", "--output", str(tmp_path / "link")],
+                ["exec", "--summary", str(tmp_path / "link"), "--", "true"],
+                ["exec", "--output", str(tmp_path / "none" / "e.jsonl"), "--", "true"]):
+        r = bpfcap(bpfcap_cmd, *cmd)
+        assert r.returncode == 2, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("bpfcap: error: refusing to write --"), r.stderr
+        assert "capturing" not in r.stderr
+    assert victim.read_bytes() == b"precious\n"
