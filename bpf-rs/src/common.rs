@@ -129,12 +129,31 @@ pub fn read_kernel<T: Copy>(base: u64, off: u32) -> Option<T> {
     }
 }
 
+/// Reads a `T` at `base + off` in kernel memory, zero when that fails, without
+/// a branch: the helper zeroes its buffer on failure. Wherever a failed read
+/// may simply read as zero, prefer this to `read_kernel`: each `Option` splits
+/// the verifier's walk into a known-zero state and an unknown one, which it
+/// cannot merge (in loops that multiplies the programs' verification time).
+#[inline(always)]
+pub fn peek<T: Copy>(base: u64, off: u32) -> T {
+    let mut out = core::mem::MaybeUninit::<T>::zeroed();
+    if off != NO_OFFSET {
+        // (a load-time constant: the verifier folds this test away)
+        unsafe {
+            h::bpf_probe_read_kernel(
+                out.as_mut_ptr().cast(),
+                core::mem::size_of::<T>() as u32,
+                base.wrapping_add(off as u64) as *const core::ffi::c_void,
+            )
+        };
+    }
+    unsafe { core::ptr::read_volatile(out.as_ptr()) }
+}
+
 /// The inode number of a namespace reached through `task->nsproxy->{ns_off}`.
 #[inline(always)]
 fn ns_inum(nsproxy: u64, ns_off: u32, inum_off: u32) -> u32 {
-    read_kernel::<u64>(nsproxy, ns_off)
-        .and_then(|ns| read_kernel::<u32>(ns, inum_off))
-        .unwrap_or(0)
+    peek::<u32>(peek::<u64>(nsproxy, ns_off), inum_off)
 }
 
 /// Fills the common header for the current task. `size` is set by the caller.
@@ -198,10 +217,8 @@ fn task_facts(task: u64, tgid: u32, now: u64) -> (u32, [u32; 3], u32) {
             return (c.ppid, c.ns, c.session);
         }
     }
-    let ppid = read_kernel::<u64>(task, off!(task_real_parent))
-        .and_then(|parent| read_kernel::<u32>(parent, off!(task_tgid)))
-        .unwrap_or(0);
-    let nsproxy = read_kernel::<u64>(task, off!(task_nsproxy)).unwrap_or(0);
+    let ppid = peek::<u32>(peek::<u64>(task, off!(task_real_parent)), off!(task_tgid));
+    let nsproxy = peek::<u64>(task, off!(task_nsproxy));
     let ns = [
         ns_inum(nsproxy, off!(nsproxy_mnt_ns), off!(mnt_ns_inum)),
         ns_inum(nsproxy, off!(nsproxy_pid_ns), off!(pid_ns_inum)),
@@ -293,18 +310,18 @@ fn pid_matches_cached(gen: u32, counter: u32, pid_tgid: u64, follow: bool) -> bo
 #[inline(always)]
 fn cgroup_matches(gen: u32) -> bool {
     let task = unsafe { h::bpf_get_current_task() };
-    let css = read_kernel::<u64>(task, off!(task_cgroups)).unwrap_or(0);
-    let cgrp = read_kernel::<u64>(css, off!(css_set_dfl_cgrp)).unwrap_or(0);
-    let mut kn = read_kernel::<u64>(cgrp, off!(cgroup_kn)).unwrap_or(0);
+    let css = peek::<u64>(task, off!(task_cgroups));
+    let cgrp = peek::<u64>(css, off!(css_set_dfl_cgrp));
+    let mut kn = peek::<u64>(cgrp, off!(cgroup_kn));
     for _ in 0..MAX_CGROUP_LEVEL {
         if kn == 0 {
             return false;
         }
-        let id = read_kernel::<u64>(kn, off!(kn_id)).unwrap_or(0);
+        let id = peek::<u64>(kn, off!(kn_id));
         if unsafe { FILTER_CGROUPS.get(&GenCgroup { gen: gen as u64, id }) }.is_some() {
             return true;
         }
-        kn = read_kernel::<u64>(kn, off!(kn_parent)).unwrap_or(0);
+        kn = peek::<u64>(kn, off!(kn_parent));
     }
     false
 }
@@ -547,17 +564,17 @@ pub fn file_of_fd(fd: i64) -> u64 {
         return 0;
     }
     let task = unsafe { h::bpf_get_current_task() };
-    let files = read_kernel::<u64>(task, off!(task_files)).unwrap_or(0);
-    let fdt = read_kernel::<u64>(files, off!(files_fdt)).unwrap_or(0);
+    let files = peek::<u64>(task, off!(task_files));
+    let fdt = peek::<u64>(files, off!(files_fdt));
     // max_fds and fd are neighbours in struct fdtable: one read for both.
     let (max, fds) = if off!(fdt_fd) == off!(fdt_max_fds) + 8 {
-        let pair = read_kernel::<[u64; 2]>(fdt, off!(fdt_max_fds)).unwrap_or([0; 2]);
+        let pair = peek::<[u64; 2]>(fdt, off!(fdt_max_fds));
         (pair[0] as u32, pair[1])
     } else {
-        (read_kernel::<u32>(fdt, off!(fdt_max_fds)).unwrap_or(0), read_kernel::<u64>(fdt, off!(fdt_fd)).unwrap_or(0))
+        (peek::<u32>(fdt, off!(fdt_max_fds)), peek::<u64>(fdt, off!(fdt_fd)))
     };
     if fd as u64 >= max as u64 || fds == 0 {
         return 0;
     }
-    read_kernel::<u64>(fds + fd as u64 * 8, 0).unwrap_or(0)
+    peek::<u64>(fds + fd as u64 * 8, 0)
 }

@@ -6,12 +6,14 @@ use aya_ebpf::{
     helpers::generated as h,
     macros::{fentry, fexit, kprobe, kretprobe, lsm, map, raw_tracepoint, tracepoint},
     maps::Array,
-    programs::{FEntryContext, FExitContext, LsmContext, ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext},
+    programs::{
+        FEntryContext, FExitContext, LsmContext, ProbeContext, RawTracePointContext, RetProbeContext, TracePointContext,
+    },
 };
 use bpfcap_common::{flag, kind};
 
 use crate::{
-    common::{admit, count_lost, file_of_fd, off, read_kernel, syscall_arg},
+    common::{admit, count_lost, file_of_fd, off, peek, read_kernel, syscall_arg},
     path::{file_record, fill_file_path, fill_path, fill_path_string, send_file},
 };
 
@@ -82,8 +84,8 @@ fn vfs_open(path: u64, file: u64) {
         Some(f) => rec.flags = f,
         None => rec.hdr.flags |= flag::NO_FLAGS,
     }
-    let mnt = read_kernel::<u64>(path, off!(path_mnt)).unwrap_or(0);
-    let dentry = read_kernel::<u64>(path, off!(path_dentry)).unwrap_or(0);
+    let mnt = peek::<u64>(path, off!(path_mnt));
+    let dentry = peek::<u64>(path, off!(path_dentry));
     fill_path(rec, dentry, mnt);
     send_file(rec);
 }
@@ -265,7 +267,7 @@ fn exec_check(bprm: u64) {
     }
     let Some(rec) = file_record(kind::EXEC_CHECK) else { return };
     rec.hdr.flags |= flag::NO_FD | flag::NO_BYTES | flag::NO_FLAGS;
-    let filename = read_kernel::<u64>(bprm, off!(bprm_filename)).unwrap_or(0);
+    let filename = peek::<u64>(bprm, off!(bprm_filename));
     fill_path_string(rec, filename, false);
     send_file(rec);
 }

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use bpfcap_common::{flag, kind, NetRecord, SockStateLayout};
 
-use crate::common::{admit, emit, file_of_fd, fill_header, off, output, read_kernel, syscall_arg, SETTINGS};
+use crate::common::{admit, emit, file_of_fd, fill_header, off, output, peek, read_kernel, syscall_arg, SETTINGS};
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -29,18 +29,18 @@ const TCP_LISTEN: i32 = 10;
 fn from_sock(rec: &mut NetRecord, sk: u64) -> bool {
     let Some(family) = read_kernel::<u16>(sk, off!(sk_family)) else { return false };
     rec.family = family;
-    rec.sport = read_kernel::<u16>(sk, off!(sk_num)).unwrap_or(0);
-    rec.dport = u16::from_be(read_kernel::<u16>(sk, off!(sk_dport)).unwrap_or(0));
+    rec.sport = peek::<u16>(sk, off!(sk_num));
+    rec.dport = u16::from_be(peek::<u16>(sk, off!(sk_dport)));
     match family {
         AF_INET => {
-            let s = read_kernel::<[u8; 4]>(sk, off!(sk_rcv_saddr)).unwrap_or([0; 4]);
-            let d = read_kernel::<[u8; 4]>(sk, off!(sk_daddr)).unwrap_or([0; 4]);
+            let s = peek::<[u8; 4]>(sk, off!(sk_rcv_saddr));
+            let d = peek::<[u8; 4]>(sk, off!(sk_daddr));
             rec.saddr[..4].copy_from_slice(&s);
             rec.daddr[..4].copy_from_slice(&d);
         }
         AF_INET6 => {
-            rec.saddr = read_kernel::<[u8; 16]>(sk, off!(sk_v6_rcv_saddr)).unwrap_or([0; 16]);
-            rec.daddr = read_kernel::<[u8; 16]>(sk, off!(sk_v6_daddr)).unwrap_or([0; 16]);
+            rec.saddr = peek::<[u8; 16]>(sk, off!(sk_v6_rcv_saddr));
+            rec.daddr = peek::<[u8; 16]>(sk, off!(sk_v6_daddr));
         }
         _ => return false,
     }
@@ -169,7 +169,7 @@ fn emit_udp(sk: u64, msg: u64, len: u64) {
     if !admit(kind::UDP_SEND) {
         return;
     }
-    let name = read_kernel::<u64>(msg, off!(msghdr_name)).unwrap_or(0);
+    let name = peek::<u64>(msg, off!(msghdr_name));
     emit::<NetRecord>(kind::UDP_SEND, |rec| {
         *rec = NetRecord { hdr: rec.hdr, ..NetRecord::default() };
         from_sock(rec, sk);
@@ -186,7 +186,11 @@ fn emit_udp(sk: u64, msg: u64, len: u64) {
 #[inline(always)]
 fn sockaddr_dest(rec: &mut NetRecord, addr: u64, user: bool) {
     let read = |o: u64, dst: &mut [u8]| unsafe {
-        let f = if user { aya_ebpf::helpers::generated::bpf_probe_read_user } else { aya_ebpf::helpers::generated::bpf_probe_read_kernel };
+        let f = if user {
+            aya_ebpf::helpers::generated::bpf_probe_read_user
+        } else {
+            aya_ebpf::helpers::generated::bpf_probe_read_kernel
+        };
         f(dst.as_mut_ptr().cast(), dst.len() as u32, (addr + o) as *const _)
     };
     let mut fam = [0u8; 2];
@@ -227,10 +231,10 @@ pub fn bpfcap_udp6_fe(ctx: FEntryContext) -> u32 {
 #[inline(always)]
 fn udp_sock_of_fd(fd: i64) -> u64 {
     let file = file_of_fd(fd);
-    let socket = read_kernel::<u64>(file, off!(file_private)).unwrap_or(0);
-    let sk = read_kernel::<u64>(socket, off!(socket_sk)).unwrap_or(0);
-    let proto = read_kernel::<u16>(sk, off!(sk_protocol)).unwrap_or(0);
-    let ty = read_kernel::<u16>(sk, off!(sk_type)).unwrap_or(0);
+    let socket = peek::<u64>(file, off!(file_private));
+    let sk = peek::<u64>(socket, off!(socket_sk));
+    let proto = peek::<u16>(sk, off!(sk_protocol));
+    let ty = peek::<u16>(sk, off!(sk_type));
     if proto == IPPROTO_UDP && ty == SOCK_DGRAM {
         sk
     } else {

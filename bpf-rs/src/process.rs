@@ -8,11 +8,9 @@ use aya_ebpf::{
     maps::PerCpuArray,
     programs::RawTracePointContext,
 };
-use bpfcap_common::{
-    flag, kind, ExecRecord, ExitRecord, ForkRecord, ARGV_MAX, FILENAME_MAX,
-};
+use bpfcap_common::{flag, kind, ExecRecord, ExitRecord, ForkRecord, ARGV_MAX, FILENAME_MAX};
 
-use crate::common::{admit, emit, fill_header, off, output, read_kernel, track_exit, track_fork, track_free};
+use crate::common::{admit, emit, fill_header, off, output, peek, read_kernel, track_exit, track_fork, track_free};
 
 /// Exec records are built here (too big for the 512-byte stack) and sent with
 /// `bpf_ringbuf_output` trimmed to what they hold.
@@ -41,9 +39,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Option<()> {
     // Filename: the path as given to execve (bprm->filename).
     let mut fname_len: usize = 0;
     if let Some(fname) = read_kernel::<u64>(bprm, off!(bprm_filename)) {
-        let n = unsafe {
-            h::bpf_probe_read_kernel_str(data.cast(), FILENAME_MAX as u32, fname as *const _)
-        };
+        let n = unsafe { h::bpf_probe_read_kernel_str(data.cast(), FILENAME_MAX as u32, fname as *const _) };
         if n > 0 {
             fname_len = n as usize;
             if fname_len == FILENAME_MAX {
@@ -56,9 +52,9 @@ fn try_exec(ctx: &RawTracePointContext) -> Option<()> {
 
     // argv: the new image's argument strings, mm->arg_start..arg_end.
     let mut argv_len: usize = 0;
-    let mm = read_kernel::<u64>(task, off!(task_mm)).unwrap_or(0);
-    let start = read_kernel::<u64>(mm, off!(mm_arg_start)).unwrap_or(0);
-    let end = read_kernel::<u64>(mm, off!(mm_arg_end)).unwrap_or(0);
+    let mm = peek::<u64>(task, off!(task_mm));
+    let start = peek::<u64>(mm, off!(mm_arg_start));
+    let end = peek::<u64>(mm, off!(mm_arg_end));
     if end > start {
         let mut len = (end - start) as usize;
         if len >= ARGV_MAX {
@@ -66,9 +62,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Option<()> {
             rec.hdr.flags |= flag::ARGV_TRUNCATED;
         }
         len &= ARGV_MAX - 1;
-        let ret = unsafe {
-            h::bpf_probe_read_user(data.add(fname_len).cast(), len as u32, start as *const _)
-        };
+        let ret = unsafe { h::bpf_probe_read_user(data.add(fname_len).cast(), len as u32, start as *const _) };
         if ret == 0 {
             argv_len = len;
         } else {
@@ -91,7 +85,7 @@ fn try_exec(ctx: &RawTracePointContext) -> Option<()> {
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn bpfcap_exit(ctx: RawTracePointContext) -> i32 {
     let task: u64 = ctx.arg(0);
-    let signal = read_kernel::<u64>(task, off!(task_signal)).unwrap_or(0);
+    let signal = peek::<u64>(task, off!(task_signal));
     if let Some(live) = read_kernel::<i32>(signal, off!(signal_live)) {
         if live != 0 {
             return 0; // another thread of this process is still running
@@ -104,7 +98,7 @@ pub fn bpfcap_exit(ctx: RawTracePointContext) -> i32 {
         }
     }
     if admit(kind::PROCESS_EXIT) {
-        let exit_code = read_kernel::<u32>(task, off!(task_exit_code)).unwrap_or(0);
+        let exit_code = peek::<u32>(task, off!(task_exit_code));
         emit::<ExitRecord>(kind::PROCESS_EXIT, |rec| {
             rec.exit_code = exit_code;
             rec._pad = 0;
@@ -119,8 +113,8 @@ pub fn bpfcap_exit(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "sched_process_free")]
 pub fn bpfcap_free(ctx: RawTracePointContext) -> i32 {
     let task: u64 = ctx.arg(0);
-    let pid = read_kernel::<u32>(task, off!(task_pid)).unwrap_or(0);
-    let tgid = read_kernel::<u32>(task, off!(task_tgid)).unwrap_or(0);
+    let pid = peek::<u32>(task, off!(task_pid));
+    let tgid = peek::<u32>(task, off!(task_tgid));
     if pid == tgid && tgid != 0 {
         track_free(tgid);
     }
@@ -132,8 +126,8 @@ pub fn bpfcap_free(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
 pub fn bpfcap_fork(ctx: RawTracePointContext) -> i32 {
     let child: u64 = ctx.arg(1);
-    let child_pid = read_kernel::<u32>(child, off!(task_pid)).unwrap_or(0);
-    let child_tgid = read_kernel::<u32>(child, off!(task_tgid)).unwrap_or(0);
+    let child_pid = peek::<u32>(child, off!(task_pid));
+    let child_tgid = peek::<u32>(child, off!(task_tgid));
     if child_pid != child_tgid {
         return 0;
     }

@@ -56,12 +56,24 @@ macro_rules! read_args {
     ($rec:expr, $get:expr) => {{
         let n = setting!(nargs);
         $rec.nargs = n.min(PROBE_ARGS as u32) as u16;
-        if n > 0 { $rec.args[0] = $get(0); }
-        if n > 1 { $rec.args[1] = $get(1); }
-        if n > 2 { $rec.args[2] = $get(2); }
-        if n > 3 { $rec.args[3] = $get(3); }
-        if n > 4 { $rec.args[4] = $get(4); }
-        if n > 5 { $rec.args[5] = $get(5); }
+        if n > 0 {
+            $rec.args[0] = $get(0);
+        }
+        if n > 1 {
+            $rec.args[1] = $get(1);
+        }
+        if n > 2 {
+            $rec.args[2] = $get(2);
+        }
+        if n > 3 {
+            $rec.args[3] = $get(3);
+        }
+        if n > 4 {
+            $rec.args[4] = $get(4);
+        }
+        if n > 5 {
+            $rec.args[5] = $get(5);
+        }
     }};
 }
 

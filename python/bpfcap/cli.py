@@ -292,6 +292,10 @@ async def cmd_doctor(args: argparse.Namespace) -> int:
                 native = mgr._require()
                 types = await anyio.to_thread.run_sync(native.program_types)
                 info["program_types"] = {t: ("ok" if err is None else err) for t, err in types}
+                try:  # all at once first: their programs load in parallel
+                    await anyio.to_thread.run_sync(native.enable_kinds, [int(t) for t in EventType if t < EventType.PROBE])
+                except BpfcapError:
+                    pass  # each probe's own attempt below says what failed
                 for spec in _native.supported_probes():
                     entry: dict[str, Any] = {"name": spec["name"], "type": spec["type"],
                                              "plans": [m for m, _ in spec["plans"]]}

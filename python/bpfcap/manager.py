@@ -272,9 +272,8 @@ class CaptureManager:
         wanted = parse_types(types) or frozenset(
             {EventType.PROCESS_EXEC, EventType.PROCESS_EXIT, EventType.PROCESS_FORK}
         )
-        for t in sorted(wanted):
-            if t not in (EventType.LOSS, EventType.PROBE):  # no probe of their own
-                await anyio.to_thread.run_sync(native.enable, int(t))
+        kinds = [int(t) for t in sorted(wanted) if t not in (EventType.LOSS, EventType.PROBE)]  # no probe of their own
+        await anyio.to_thread.run_sync(native.enable_kinds, kinds)
         sub = Subscription(self, wanted, size, policy, name or f"subscriber-{next(_names)}")
         self._subs.append(sub)
         return sub

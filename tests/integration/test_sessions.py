@@ -123,7 +123,7 @@ def test_exec_bad_input(bpfcap_cmd: list[str], tmp_path: Path) -> None:
     r = subprocess.run([*bpfcap_cmd, "exec", "--", "/no/such/program"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 127 and r.stderr.strip().splitlines() == ["bpfcap: /no/such/program: command not found"]
     r = subprocess.run([*bpfcap_cmd, "exec", "-o", "/proc/nope/x", "--", "true"], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and "cannot write --output" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert r.returncode == 2 and "write --output '/proc/nope/x'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = subprocess.run([*bpfcap_cmd, "exec", "--grace", "-1", "--", "true"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "--grace" in r.stderr
 

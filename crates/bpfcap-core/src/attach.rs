@@ -6,7 +6,7 @@ use std::any::Any;
 use aya::{
     programs::{
         uprobe::{UProbeAttachLocation, UProbeScope},
-        FEntry, FExit, KProbe, Lsm, ProgramError, RawTracePoint, TracePoint, UProbe,
+        FEntry, FExit, KProbe, Lsm, Program, ProgramError, RawTracePoint, TracePoint, UProbe,
     },
     Btf, Ebpf,
 };
@@ -35,6 +35,9 @@ pub fn attach(
         program: program.to_owned(),
         reason: "no program of that name in the BPF object".into(),
     })?;
+    if !loaded {
+        load(prog, btf, program, ty, target)?;
+    }
     // perf_event_open of a kprobe or uprobe may need CAP_SYS_ADMIN even with
     // CAP_BPF and CAP_PERFMON (measured: uprobes on 6.18): name it.
     let attach_failed = |e: &ProgramError, r: String| {
@@ -47,85 +50,71 @@ pub fn attach(
             fail(r)
         }
     };
-    let need_btf =
-        || btf.ok_or_else(|| fail("needs the kernel's BTF (/sys/kernel/btf/vmlinux), which is missing".into()));
-    macro_rules! typed {
-        ($t:ty) => {{
-            let p: &mut $t = prog.try_into().map_err(|e: ProgramError| Error::Load {
-                program: program.to_owned(),
-                reason: format!("is not a {} program: {e}", ty.name()),
-            })?;
-            p
+    macro_rules! attached {
+        ($t:ty, $p:ident => $attach:expr) => {{
+            let $p: &mut $t = typed(prog, program, ty)?;
+            let id = $attach.map_err(|e| attach_failed(&e, reason(&e)))?;
+            Box::new($p.take_link(id).map_err(|e| fail(reason(&e)))?)
         }};
     }
     let link: Link = match ty {
         ProgType::Kprobe | ProgType::Kretprobe => {
-            let p = typed!(KProbe);
-            if !loaded {
-                p.load().map_err(|e| program_error(program, e))?;
-            }
+            let p: &mut KProbe = typed(prog, program, ty)?;
             let id = p.attach(target, 0).map_err(|e| attach_failed(&e, kprobe_reason(&e)))?;
             Box::new(p.take_link(id).map_err(|e| fail(reason(&e)))?)
         }
-        ProgType::Fentry => {
-            let p = typed!(FEntry);
-            if !loaded {
-                p.load(target, need_btf()?).map_err(|e| program_error(program, e))?;
-            }
-            let id = p.attach().map_err(|e| attach_failed(&e, reason(&e)))?;
-            Box::new(p.take_link(id).map_err(|e| fail(reason(&e)))?)
-        }
-        ProgType::Fexit => {
-            let p = typed!(FExit);
-            if !loaded {
-                p.load(target, need_btf()?).map_err(|e| program_error(program, e))?;
-            }
-            let id = p.attach().map_err(|e| attach_failed(&e, reason(&e)))?;
-            Box::new(p.take_link(id).map_err(|e| fail(reason(&e)))?)
-        }
-        ProgType::Lsm => {
-            let p = typed!(Lsm);
-            if !loaded {
-                p.load(target, need_btf()?).map_err(|e| program_error(program, e))?;
-            }
-            let id = p.attach().map_err(|e| attach_failed(&e, reason(&e)))?;
-            Box::new(p.take_link(id).map_err(|e| fail(reason(&e)))?)
-        }
+        ProgType::Fentry => attached!(FEntry, p => p.attach()),
+        ProgType::Fexit => attached!(FExit, p => p.attach()),
+        ProgType::Lsm => attached!(Lsm, p => p.attach()),
         ProgType::Tracepoint => {
             let (category, name) = split_tracepoint(target)?;
             tracefs::check_syscall_layout(category, name)?;
-            let p = typed!(TracePoint);
-            if !loaded {
-                p.load().map_err(|e| program_error(program, e))?;
-            }
-            let id = p.attach(category, name).map_err(|e| attach_failed(&e, reason(&e)))?;
-            Box::new(p.take_link(id).map_err(|e| fail(reason(&e)))?)
+            attached!(TracePoint, p => p.attach(category, name))
         }
         ProgType::Uprobe | ProgType::Uretprobe => {
             let (binary, location) = split_uprobe(target)?;
-            let p = typed!(UProbe);
-            if !loaded {
-                p.load().map_err(|e| program_error(program, e))?;
-            }
-            let id = match location {
+            attached!(UProbe, p => match location {
                 UprobeAt::Symbol(sym) => p.attach(sym, &binary, UProbeScope::AllProcesses),
                 UprobeAt::Offset(off) => {
                     p.attach(UProbeAttachLocation::AbsoluteOffset(off), &binary, UProbeScope::AllProcesses)
                 }
-            }
-            .map_err(|e| attach_failed(&e, reason(&e)))?;
-            Box::new(p.take_link(id).map_err(|e| fail(reason(&e)))?)
+            })
         }
-        ProgType::RawTracepoint => {
-            let p = typed!(RawTracePoint);
-            if !loaded {
-                p.load().map_err(|e| program_error(program, e))?;
-            }
-            let id = p.attach(target).map_err(|e| attach_failed(&e, reason(&e)))?;
-            Box::new(p.take_link(id).map_err(|e| fail(reason(&e)))?)
-        }
+        ProgType::RawTracepoint => attached!(RawTracePoint, p => p.attach(target)),
     };
     Ok(link)
+}
+
+/// Loads one program into the kernel (the verifier runs here) as `ty`; fentry,
+/// fexit and LSM programs are bound to `target` at load, and need `btf`.
+pub fn load(prog: &mut Program, btf: Option<&Btf>, program: &str, ty: ProgType, target: &str) -> Result<()> {
+    let need_btf = || {
+        btf.ok_or_else(|| Error::Attach {
+            probe: target.to_owned(),
+            mechanism: ty.name(),
+            reason: "needs the kernel's BTF (/sys/kernel/btf/vmlinux), which is missing".into(),
+        })
+    };
+    let r = match ty {
+        ProgType::Kprobe | ProgType::Kretprobe => typed::<KProbe>(prog, program, ty)?.load(),
+        ProgType::Fentry => typed::<FEntry>(prog, program, ty)?.load(target, need_btf()?),
+        ProgType::Fexit => typed::<FExit>(prog, program, ty)?.load(target, need_btf()?),
+        ProgType::Lsm => typed::<Lsm>(prog, program, ty)?.load(target, need_btf()?),
+        ProgType::Tracepoint => typed::<TracePoint>(prog, program, ty)?.load(),
+        ProgType::Uprobe | ProgType::Uretprobe => typed::<UProbe>(prog, program, ty)?.load(),
+        ProgType::RawTracepoint => typed::<RawTracePoint>(prog, program, ty)?.load(),
+    };
+    r.map_err(|e| program_error(program, e))
+}
+
+fn typed<'a, T>(prog: &'a mut Program, program: &str, ty: ProgType) -> Result<&'a mut T>
+where
+    &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    prog.try_into().map_err(|e: ProgramError| Error::Load {
+        program: program.to_owned(),
+        reason: format!("is not a {} program: {e}", ty.name()),
+    })
 }
 
 /// `category:name` (or `category/name`) of a tracepoint; tracefs must exist.

@@ -226,3 +226,15 @@ pub const SELFTESTS: &[Attach] = &[
     a("bpfcap_t_rtp", RawTracepoint, "sys_enter"),
     a("bpfcap_t_up", Uprobe, "libc:getpid"),
 ];
+
+/// The do-nothing program that tells whether this kernel accepts programs of
+/// `ty` at all (kprobes, fentry/fexit, LSM may be missing; the rest is assumed).
+pub fn selftest_for(ty: ProgType) -> Option<&'static Attach> {
+    let ty = match ty {
+        Kprobe | Kretprobe => Kprobe,
+        Fentry | Fexit => Fentry,
+        Lsm => Lsm,
+        _ => return None,
+    };
+    SELFTESTS.iter().find(|t| t.ty == ty)
+}

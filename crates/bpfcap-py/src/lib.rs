@@ -78,6 +78,11 @@ impl PyCapture {
         self.with(py, |s| s.capture.enable_kind(type_id))
     }
 
+    /// Attaches the probes of several event types in one call (one lock, one thread hop).
+    fn enable_kinds(&self, py: Python<'_>, type_ids: Vec<u16>) -> PyResult<()> {
+        self.with(py, |s| s.capture.enable_kinds(&type_ids))
+    }
+
     /// Attaches a built-in probe by its spec name (`tcp_connect`, `vfs_open`, ...).
     fn enable_probe(&self, py: Python<'_>, name: &str) -> PyResult<()> {
         let probe = bpfcap_core::probes::probe_by_name(name).ok_or_else(|| {
