@@ -18,7 +18,7 @@ RUST_SRC  := $(shell find crates bpf-rs/src -name '*.rs' 2>/dev/null) bpf-rs/Car
              Cargo.toml Cargo.lock $(wildcard crates/*/Cargo.toml)
 PY_SRC    := $(wildcard python/bpfcap/*.py) pyproject.toml
 
-.PHONY: all setup debs bpf-linker build demo test test-rust test-python vm-setup vm-test bench-setup bench soak clean
+.PHONY: all setup debs bpf-linker build demo test test-rust test-python bench-check vm-setup vm-test bench-setup bench soak clean
 
 all: setup demo
 
@@ -47,6 +47,7 @@ $(VENV)/.installed: $(RUST_SRC) $(PY_SRC) | bpf-linker
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m compileall -q python/bpfcap  # read even where PYTHONDONTWRITEBYTECODE is set: faster start
 	@touch $@
 
 ## The main job: what this kernel supports, then one command captured end to end.
@@ -54,7 +55,7 @@ demo: build
 	$(VENV)/bin/bpfcap doctor
 	$(VENV)/bin/bpfcap exec --format text -- sh -c 'echo "hello from a captured shell"; ls / >/dev/null; exit 0'
 
-test: setup test-rust test-python vm-test
+test: setup test-rust test-python bench-check vm-test
 
 test-rust:
 	cargo test --workspace
@@ -92,6 +93,10 @@ bench-setup: debs
 bench: build bench-setup
 	cd benchmarks && ../$(PY) filter_cost.py
 	cd benchmarks && ../$(PY) pipeline.py
+
+## The CI's regression guard of the hot paths: ratios against peers in one run (benchmarks/guard.py).
+bench-check: build
+	cd benchmarks && ../$(PY) guard.py
 
 ## Bounded soak (10 minutes by default): SOAK_ARGS="--duration 3600" for an hour.
 soak: build

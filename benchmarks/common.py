@@ -79,3 +79,72 @@ def table(headers: list[str], rows: list[list[object]]) -> str:
 def require_root() -> None:
     if os.geteuid() != 0:
         raise SystemExit("benchmarks load BPF programs: run them as root")
+
+
+# -- what the filter costs, in BPF time per event --------------------------------------
+
+
+async def bare_cost(calls: int) -> tuple[float, float]:
+    """(workload rate, BPF ns per write) with do-nothing programs on file_write's
+    attach points (the syscall tracepoints here): the floor any filter is measured against."""
+    from bpfcap import BPFProgSpec, CaptureManager
+
+    async with CaptureManager() as mgr:
+        for point in ("enter", "exit"):
+            await mgr.load_program(BPFProgSpec(f"bare-{point}", "tracepoint", f"syscalls:sys_{point}_write",
+                                               object=str(EXAMPLE_OBJECT), program="example_bare"))
+        before = prog_stats({"example_bare"})
+        _, secs = run_workload(calls)
+        after = prog_stats({"example_bare"})
+    ns = (after["example_bare"][1] - before.get("example_bare", (0, 0))[1]) / calls
+    return calls / secs, ns
+
+
+async def rejected_cost(calls: int, event_filter: object) -> tuple[float, float, str]:
+    """(workload rate, BPF ns per write, mechanism) with bpfcap's file_write
+    programs and a filter that rejects every write of the workload."""
+    from bpfcap import CaptureManager, EventType
+
+    async with CaptureManager() as mgr, await mgr.subscribe([EventType.FILE_WRITE]) as sub:
+        probe = next(p for p in mgr.probes() if p["name"] == "vfs_write")
+        names = {program[:15] for program in probe["programs"]}
+        await mgr.set_filter(event_filter)  # type: ignore[arg-type]
+        before = prog_stats(names)
+        _, secs = run_workload(calls)
+        after = prog_stats(names)
+        await sub.aclose()
+    ns = sum(after[n][1] - before.get(n, (0, 0))[1] for n in names) / calls
+    return calls / secs, ns, probe["mechanism"]
+
+
+class Churn:
+    """Processes starting and ending elsewhere on the machine, about `rate` a
+    second (0: none), while the block runs; `rate` is then what was measured."""
+
+    def __init__(self, rate: float) -> None:
+        self.target = rate
+        self.rate = 0.0
+
+    def __enter__(self) -> "Churn":
+        import time
+
+        self.proc = None
+        if self.target > 0:
+            pause = 1 / self.target
+            self.proc = subprocess.Popen(["sh", "-c", f"while :; do /bin/true; sleep {pause:.4f}; done"],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.t0, self.n0 = time.monotonic(), forks_so_far()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import time
+
+        self.rate = (forks_so_far() - self.n0) / (time.monotonic() - self.t0)
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def forks_so_far() -> int:
+    with open("/proc/stat") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("processes "))

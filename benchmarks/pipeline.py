@@ -33,7 +33,7 @@ NATIVE = ROOT / "target/release/examples/native_consumer"
 
 
 def consumer_cmd(kind: str, pid: int, calls: int) -> list[str]:
-    if kind in ("events", "batches", "latency", "rss"):
+    if kind in ("events", "batches", "latency", "rss", "stalled"):
         return [PY, str(HERE / "consumers/bpfcap_consumer.py"), kind, str(pid), str(calls), str(RING)]
     if kind == "native":
         return [str(NATIVE), str(pid), str(calls), str(RING)]

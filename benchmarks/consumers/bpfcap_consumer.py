@@ -4,7 +4,9 @@
 
 MODE: `events` (async for event in sub), `batches` (async for batch in
 sub.batches()), `latency` (events; records kernel-timestamp-to-receipt delays),
-`rss` (events; samples its own RSS every second). Captures file_write events
+`rss` (events; samples its own RSS every second), `stalled` (a subscriber
+with policy="block" that never reads: the reader falls behind for good, the
+kernel ring fills and counts what it cannot hold). Captures file_write events
 of PID; prints `ready` once attached; when stdin closes it ends the capture
 (what is in the ring is still delivered) and prints one JSON line.
 """
@@ -44,7 +46,8 @@ async def main() -> None:
     delays: list[int] = []
     rss: list[int] = []
     done_at = None
-    async with CaptureManager(cfg) as mgr, await mgr.subscribe([EventType.FILE_WRITE]) as sub:
+    stalled = {"policy": "block", "max_batches": 1} if mode == "stalled" else {}
+    async with CaptureManager(cfg) as mgr, await mgr.subscribe([EventType.FILE_WRITE], **stalled) as sub:  # type: ignore[arg-type]
         await mgr.set_filter(EventFilter(pids=[pid]))
         print("ready", flush=True)
         cpu0, t0 = cpu(), time.monotonic()
@@ -62,7 +65,9 @@ async def main() -> None:
             tg.start_soon(stop_on_eof)
             if mode == "rss":
                 tg.start_soon(sample_rss)
-            if mode == "batches":
+            if mode == "stalled":
+                await anyio.sleep_forever()
+            elif mode == "batches":
                 async for b in sub.batches():
                     for e in b:
                         if e.type_id == FILE_WRITE:

@@ -3,7 +3,7 @@
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
     helpers::generated as h,
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
@@ -73,18 +73,26 @@ pub static RATE: Array<RateState> = Array::with_max_entries(1, 0);
 #[map(name = "BPFCAP_PID_CACHE")]
 static PID_CACHE: PerCpuArray<PidDecision> = PerCpuArray::with_max_entries(1, 0);
 
-/// Process exits so far: a cached decision is valid only while no process
-/// has exited since, so a reused pid can never inherit another's decision.
+/// Process exits so far: cached task facts (the parent may have changed) are
+/// valid only while no process has exited since.
 #[map(name = "BPFCAP_EXITS")]
 static EXITS: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Changes of the pid filter's membership in the kernel: a process joined or
+/// left a followed tree, or a filter pid (without followChildren) exited. A
+/// cached pid decision is valid only while this has not moved, so a reused pid
+/// never inherits another process's decision; processes starting and ending
+/// elsewhere on the machine leave it (and the cached decisions) alone.
+#[map(name = "BPFCAP_MEMBERSHIP")]
+static MEMBERSHIP: Array<u64> = Array::with_max_entries(1, 0);
 
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct PidDecision {
     /// The thread (tid and tgid) the decision is for.
     pid_tgid: u64,
-    /// The value of `EXITS` when it was made.
-    exits: u64,
+    /// The value of `MEMBERSHIP` when it was made.
+    membership: u64,
     /// The filter generation counter it was made under.
     gen: u32,
     pass: u32,
@@ -287,19 +295,19 @@ fn pid_matches(gen: u32, tgid: u32, follow: bool) -> bool {
 }
 
 /// `pid_matches` through this CPU's one-entry cache. Valid while the filter
-/// generation is the same (a new filter, new pids) and no process has exited
-/// (a pid may be reused); a fork only adds new pids to the trees.
+/// generation is the same (a new filter, new pids) and the membership did not
+/// change (see `MEMBERSHIP`).
 #[inline(always)]
 fn pid_matches_cached(gen: u32, counter: u32, pid_tgid: u64, follow: bool) -> bool {
     let tgid = (pid_tgid >> 32) as u32;
-    let exits = exits_so_far();
+    let membership = MEMBERSHIP.get(0).map_or(0, |m| *m);
     let Some(cache) = PID_CACHE.get_ptr_mut(0) else { return pid_matches(gen, tgid, follow) };
     let cache = unsafe { &mut *cache };
-    if cache.pid_tgid == pid_tgid && cache.exits == exits && cache.gen == counter {
+    if cache.pid_tgid == pid_tgid && cache.membership == membership && cache.gen == counter {
         return cache.pass != 0;
     }
     let pass = pid_matches(gen, tgid, follow);
-    *cache = PidDecision { pid_tgid, exits, gen: counter, pass: pass as u32 };
+    *cache = PidDecision { pid_tgid, membership, gen: counter, pass: pass as u32 };
     pass
 }
 
@@ -445,6 +453,7 @@ pub fn track_fork(parent_tgid: u32, child_tgid: u32) {
         }
     };
     let _ = TRACKED.insert(&child_tgid, &Track { exiting: 0, ..entry }, 0);
+    bump(&MEMBERSHIP);
 }
 
 /// At a process's exit: cached pid decisions expire (its pid may be reused).
@@ -452,9 +461,15 @@ pub fn track_fork(parent_tgid: u32, child_tgid: u32) {
 /// are closed after this: those events are its tree's); `track_free` forgets it.
 #[inline(always)]
 pub fn track_exit(tgid: u32) {
-    bump_exits();
+    bump(&EXITS);
     if let Some(t) = TRACKED.get_ptr_mut(&tgid) {
         unsafe { (*t).exiting = 1 };
+    } else if let Some(cfg) = filter() {
+        // A filter pid matched without followChildren: its pid may be reused.
+        let gen = filter_counter() & 1;
+        if cfg.fields & filter_field::PIDS != 0 && unsafe { FILTER_PIDS.get(&GenId { gen, id: tgid }) }.is_some() {
+            bump(&MEMBERSHIP);
+        }
     }
 }
 
@@ -464,27 +479,42 @@ pub fn track_exit(tgid: u32) {
 pub fn track_free(tgid: u32) {
     if unsafe { TRACKED.get(&tgid) }.is_some_and(|t| t.exiting != 0) {
         let _ = TRACKED.remove(&tgid);
-        bump_exits();
+        bump(&MEMBERSHIP);
     }
 }
 
 #[inline(always)]
-fn bump_exits() {
-    if let Some(exits) = EXITS.get_ptr_mut(0) {
-        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(exits, 1) };
+fn bump(counter: &Array<u64>) {
+    if let Some(c) = counter.get_ptr_mut(0) {
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(c, 1) };
     }
 }
 
-/// Submit flags implementing the wake-up policy: wake the reader only when
-/// enough data is pending, otherwise let its poll interval pick the data up.
+/// Submit flags implementing the wake-up policy: the reader is woken by the
+/// record that takes the pending data across the watermark, and by no other.
+/// A reader that falls behind (or stops) is not woken again and again while
+/// the ring stays above the watermark: a wake-up costs the traced process
+/// microseconds, and the reader drains every `pollInterval` anyway.
 #[inline(always)]
-pub fn wakeup_flags(ring: *mut core::ffi::c_void) -> u64 {
+pub fn wakeup_flags(ring: *mut core::ffi::c_void, size: u64) -> u64 {
     let watermark = unsafe { core::ptr::read_volatile(&SETTINGS.wakeup_bytes) };
-    if unsafe { h::bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA as u64) } >= watermark {
+    let pending = unsafe { h::bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA as u64) };
+    if pending < watermark && pending + size >= watermark {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
     }
+}
+
+/// Whether this CPU's ring can take `size` more bytes. Checked before an
+/// expensive record (a path walk) is built: with a reader that stopped, the
+/// traced process pays for the filter and this test, and the loss is counted.
+#[inline(always)]
+pub fn ring_has_room(size: u64) -> bool {
+    let ring = ring();
+    let pending = unsafe { h::bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA as u64) };
+    let capacity = unsafe { h::bpf_ringbuf_query(ring, BPF_RB_RING_SIZE as u64) };
+    pending + size <= capacity
 }
 
 /// Counts a record the ring had no room for.
@@ -500,7 +530,7 @@ pub fn count_lost(kind: u16) {
 pub fn emit<T: 'static>(kind: u16, fill: impl FnOnce(&mut T)) {
     let size = core::mem::size_of::<T>();
     let ring = ring();
-    let flags = wakeup_flags(ring);
+    let flags = wakeup_flags(ring, size as u64);
     let ptr = unsafe { h::bpf_ringbuf_reserve(ring, size as u64, 0) } as *mut T;
     if ptr.is_null() {
         count_lost(kind);
@@ -551,7 +581,7 @@ pub fn enabled(kind: u16) -> bool {
 #[inline(always)]
 pub fn output(kind: u16, rec: *mut core::ffi::c_void, size: usize) {
     let ring = ring();
-    let ret = unsafe { h::bpf_ringbuf_output(ring, rec, size as u64, wakeup_flags(ring)) };
+    let ret = unsafe { h::bpf_ringbuf_output(ring, rec, size as u64, wakeup_flags(ring, size as u64)) };
     if ret != 0 {
         count_lost(kind);
     }

@@ -4,7 +4,7 @@
 use aya_ebpf::{helpers::generated as h, macros::map, maps::PerCpuArray};
 use bpfcap_common::{flag, FileRecord, NAME_CAP, PATH_MAX_BYTES, PATH_MAX_DEPTH};
 
-use crate::common::{fill_header, off, output, peek, CACHE_TTL_NS};
+use crate::common::{count_lost, fill_header, off, output, peek, ring_has_room, CACHE_TTL_NS};
 
 #[map(name = "BPFCAP_FILE_TMP")]
 static FILE_SCRATCH: PerCpuArray<FileRecord> = PerCpuArray::with_max_entries(1, 0);
@@ -14,6 +14,11 @@ const DATA_OFFSET: usize = core::mem::offset_of!(FileRecord, data);
 /// A file record in scratch memory with its header filled and no path yet.
 #[inline(always)]
 pub fn file_record(kind: u16) -> Option<&'static mut FileRecord> {
+    // (8 bytes: the ring's own header of each record)
+    if !ring_has_room((DATA_OFFSET + PATH_MAX_BYTES + 8) as u64) {
+        count_lost(kind);
+        return None;
+    }
     let rec = unsafe { &mut *FILE_SCRATCH.get_ptr_mut(0)? };
     fill_header(&mut rec.hdr, kind);
     rec.fd = -1;

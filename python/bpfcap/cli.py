@@ -60,10 +60,10 @@ def make_writer(out: Output, fmt: str) -> Callable[[list[Any]], None]:
         def write(batch: list[Any]) -> None:
             out.write("".join(format_text(e) + "\n" for e in batch).encode())
     else:
-        dumps, nl = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+        encode = _native.encode_json
 
         def write(batch: list[Any]) -> None:
-            out.write(b"".join([dumps(e.to_dict(), option=nl) for e in batch]))
+            out.write(encode(batch))  # JSON lines written natively, a batch at a time
     return write
 
 

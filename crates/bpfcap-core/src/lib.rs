@@ -11,6 +11,7 @@ pub mod decode;
 pub mod error;
 pub mod event;
 pub mod filter;
+pub mod json;
 pub mod offsets;
 pub mod probes;
 pub mod redact;

@@ -5,6 +5,7 @@ use bpfcap_common::kind;
 use bpfcap_core::{
     clock,
     event::{kind_name, FieldValue, KIND_NAMES},
+    json::{self, family_name},
     Event, Payload,
 };
 use pyo3::{
@@ -43,8 +44,32 @@ impl PyEvent {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+fn value_object<'py>(py: Python<'py>, v: json::Value<'_>) -> PyResult<Bound<'py, PyAny>> {
+    use json::Value as V;
+    Ok(match v {
+        V::Null => py.None().into_bound(py),
+        V::Bool(b) => b.into_pyobject(py)?.to_owned().into_any(),
+        V::Int(i) => i.into_pyobject(py)?.into_any(),
+        V::UInt(u) => u.into_pyobject(py)?.into_any(),
+        V::Str(s) => s.into_pyobject(py)?.into_any(),
+        V::String(s) => s.into_pyobject(py)?.into_any(),
+        V::Strs(items) => PyList::new(py, items)?.into_any(),
+        V::UInts(items) => PyList::new(py, items)?.into_any(),
+        V::Fields(fields) => fields_dict(py, fields)?.into_any(),
+        V::Hex(bytes) => bytes.iter().map(|b| format!("{b:02x}")).collect::<String>().into_pyobject(py)?.into_any(),
+    })
+}
+
+/// A batch of events as JSON lines, in one bytes object (what `bpfcap run` writes).
+#[pyfunction]
+pub fn encode_json<'py>(py: Python<'py>, batch: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyBytes>> {
+    let mut out = Vec::with_capacity(batch.len() * 400);
+    for item in batch.iter() {
+        let ev = item.cast::<PyEvent>()?;
+        let ev = ev.get();
+        json::write_event(&ev.ev, ev.wall_offset_ns, &mut out);
+    }
+    Ok(PyBytes::new(py, &out))
 }
 
 fn fields_dict<'py>(py: Python<'py>, fields: &[(std::sync::Arc<str>, FieldValue)]) -> PyResult<Bound<'py, PyDict>> {
@@ -59,14 +84,6 @@ fn fields_dict<'py>(py: Python<'py>, fields: &[(std::sync::Arc<str>, FieldValue)
         }
     }
     Ok(d)
-}
-
-fn family_name(family: u16) -> &'static str {
-    match family {
-        2 => "ipv4",
-        10 => "ipv6",
-        _ => "other",
-    }
 }
 
 /// `EventType` members by id, looked up once.
@@ -403,96 +420,21 @@ impl PyEvent {
     /// The event as the documented JSON object (snake_case keys).
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
-        let e = &self.ev;
-        d.set_item("type", kind_name(e.hdr.kind))?;
-        d.set_item("ts_ns", e.hdr.ts_ns)?;
-        d.set_item("time", self.time())?;
-        if let Payload::Loss { count, reason, lost_kind } = &e.payload {
-            d.set_item("count", count)?;
-            d.set_item("reason", reason)?;
-            d.set_item("lost_type", lost_kind.map(kind_name))?;
-            return Ok(d);
-        }
-        d.set_item("pid", e.hdr.pid)?;
-        d.set_item("tid", e.hdr.tid)?;
-        d.set_item("ppid", e.hdr.ppid)?;
-        d.set_item("uid", e.hdr.uid)?;
-        d.set_item("gid", e.hdr.gid)?;
-        d.set_item("comm", e.comm_str())?;
-        d.set_item("cgroup_id", e.hdr.cgroup_id)?;
-        d.set_item("container_id", self.container_id())?;
-        d.set_item("pod_uid", self.pod_uid())?;
-        d.set_item("mnt_ns", e.hdr.mnt_ns)?;
-        d.set_item("pid_ns", e.hdr.pid_ns)?;
-        d.set_item("net_ns", e.hdr.net_ns)?;
-        d.set_item("session", e.meta.session.as_deref())?;
-        match &e.payload {
-            Payload::Exec { filename, argv, filename_truncated, argv_truncated } => {
-                d.set_item("filename", filename)?;
-                d.set_item("argv", PyList::new(py, argv)?)?;
-                d.set_item("argv_truncated", argv_truncated)?;
-                if *filename_truncated {
-                    d.set_item("filename_truncated", true)?;
-                }
+        let mut err = Ok(());
+        json::visit(&self.ev, self.wall_offset_ns, &mut |key, value| {
+            if err.is_ok() {
+                err = value_object(py, value).and_then(|v| d.set_item(key, v));
             }
-            Payload::Exit { exit_code, signal, core_dumped } => {
-                d.set_item("exit_code", exit_code)?;
-                d.set_item("signal", signal)?;
-                d.set_item("core_dumped", core_dumped)?;
-            }
-            Payload::Fork { child_pid } => d.set_item("child_pid", child_pid)?,
-            Payload::Net { family, source, daddr, dport, bytes } => {
-                d.set_item("family", family_name(*family))?;
-                if e.hdr.kind != kind::UDP_SEND {
-                    d.set_item("saddr", source.map(|(a, _)| a.to_string()))?;
-                }
-                d.set_item("daddr", daddr.to_string())?;
-                if e.hdr.kind != kind::UDP_SEND {
-                    d.set_item("sport", source.map(|(_, p)| p))?;
-                }
-                d.set_item("dport", dport)?;
-                if e.hdr.kind == kind::UDP_SEND {
-                    d.set_item("bytes", bytes)?;
-                }
-            }
-            Payload::File { path, path_truncated, fd, flags, bytes } => match e.hdr.kind {
-                kind::EXEC_CHECK => d.set_item("filename", path)?,
-                k => {
-                    d.set_item("path", path)?;
-                    d.set_item("path_truncated", path_truncated)?;
-                    d.set_item("fd", fd)?;
-                    match k {
-                        kind::FILE_OPEN => d.set_item("flags", flags)?,
-                        kind::FILE_PERMISSION => d.set_item("mask", flags)?,
-                        _ => d.set_item("bytes", bytes)?,
-                    }
-                }
-            },
-            Payload::Probe(p) => {
-                d.set_item("probe", p.name.as_deref())?;
-                if let Some(prog) = &p.program {
-                    d.set_item("program", &**prog)?;
-                    d.set_item("raw", hex(&p.data))?;
-                } else if !p.fields.is_empty() {
-                    d.set_item("fields", fields_dict(py, &p.fields)?)?;
-                } else if p.ret.is_some() {
-                    d.set_item("ret", p.ret)?;
-                } else {
-                    d.set_item("args", &p.args)?;
-                }
-            }
-            Payload::Loss { .. } => {}
-        }
-        Ok(d)
+        });
+        err.map(|()| d)
     }
 
-    /// The event as one line of JSON (orjson).
-    fn to_json(&self, py: Python<'_>) -> PyResult<String> {
-        static DUMPS: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
-        let dumps = DUMPS.get_or_try_init(py, || py.import("orjson")?.getattr("dumps").map(Bound::unbind))?;
-        let bytes = dumps.bind(py).call1((self.to_dict(py)?,))?;
-        let bytes: &[u8] = bytes.extract()?;
-        Ok(String::from_utf8_lossy(bytes).into_owned())
+    /// The event as one line of JSON, without the newline.
+    fn to_json(&self) -> String {
+        let mut out = Vec::with_capacity(512);
+        json::write_event(&self.ev, self.wall_offset_ns, &mut out);
+        out.pop(); // the newline
+        String::from_utf8(out).unwrap_or_default() // (only UTF-8 is ever written)
     }
 
     fn __repr__(&self) -> String {

@@ -421,6 +421,7 @@ fn system_info<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyCapture>()?;
     m.add_class::<PyEvent>()?;
+    m.add_function(wrap_pyfunction!(event::encode_json, m)?)?;
     m.add_function(wrap_pyfunction!(decode_records, m)?)?;
     m.add_function(wrap_pyfunction!(redact_argv, m)?)?;
     m.add_function(wrap_pyfunction!(loss_event, m)?)?;

@@ -1,0 +1,303 @@
+//! An event's documented keys and values, in one place: the Python binding
+//! builds `to_dict` from [`visit`], and [`write_event`] writes JSON lines from
+//! it natively, a whole batch into one buffer (no Python object per event).
+
+use std::{fmt::Write as _, net::IpAddr, sync::Arc};
+
+use bpfcap_common::kind;
+
+use crate::{
+    clock,
+    event::{kind_name, Event, FieldValue, Payload},
+};
+
+/// One value of an event's JSON object.
+pub enum Value<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    UInt(u64),
+    Str(&'a str),
+    String(String),
+    Strs(&'a [String]),
+    UInts(&'a [u64]),
+    /// A user tracepoint's fields, by name.
+    Fields(&'a [(Arc<str>, FieldValue)]),
+    /// Bytes, written as hex.
+    Hex(&'a [u8]),
+}
+
+fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> Value<'static>) -> Value<'static> {
+    v.map_or(Value::Null, f)
+}
+
+pub fn family_name(family: u16) -> &'static str {
+    match family {
+        2 => "ipv4",
+        10 => "ipv6",
+        _ => "other",
+    }
+}
+
+fn addr(a: &IpAddr) -> Value<'static> {
+    Value::String(a.to_string())
+}
+
+/// Calls `f` with each key and value of `ev`'s JSON object, in the documented order.
+pub fn visit<'a>(ev: &'a Event, wall_offset_ns: i64, f: &mut impl FnMut(&'static str, Value<'a>)) {
+    let h = &ev.hdr;
+    f("type", Value::Str(kind_name(h.kind)));
+    f("ts_ns", Value::UInt(h.ts_ns));
+    f("time", Value::String(clock::rfc3339(h.ts_ns as i64 + wall_offset_ns)));
+    if let Payload::Loss { count, reason, lost_kind } = &ev.payload {
+        f("count", Value::UInt(*count));
+        f("reason", Value::Str(reason));
+        f("lost_type", lost_kind.map_or(Value::Null, |k| Value::Str(kind_name(k))));
+        return;
+    }
+    f("pid", Value::UInt(h.pid.into()));
+    f("tid", Value::UInt(h.tid.into()));
+    f("ppid", Value::UInt(h.ppid.into()));
+    f("uid", Value::UInt(h.uid.into()));
+    f("gid", Value::UInt(h.gid.into()));
+    f("comm", Value::String(ev.comm_str()));
+    f("cgroup_id", Value::UInt(h.cgroup_id));
+    let cg = ev.meta.cgroup.as_deref();
+    f("container_id", cg.and_then(|c| c.container_id.as_deref()).map_or(Value::Null, Value::Str));
+    f("pod_uid", cg.and_then(|c| c.pod_uid.as_deref()).map_or(Value::Null, Value::Str));
+    f("mnt_ns", Value::UInt(h.mnt_ns.into()));
+    f("pid_ns", Value::UInt(h.pid_ns.into()));
+    f("net_ns", Value::UInt(h.net_ns.into()));
+    f("session", ev.meta.session.as_deref().map_or(Value::Null, Value::Str));
+    match &ev.payload {
+        Payload::Exec { filename, argv, filename_truncated, argv_truncated } => {
+            f("filename", Value::Str(filename));
+            f("argv", Value::Strs(argv));
+            f("argv_truncated", Value::Bool(*argv_truncated));
+            if *filename_truncated {
+                f("filename_truncated", Value::Bool(true));
+            }
+        }
+        Payload::Exit { exit_code, signal, core_dumped } => {
+            f("exit_code", opt(*exit_code, |c| Value::UInt(c.into())));
+            f("signal", opt(*signal, |s| Value::UInt(s.into())));
+            f("core_dumped", Value::Bool(*core_dumped));
+        }
+        Payload::Fork { child_pid } => f("child_pid", Value::UInt((*child_pid).into())),
+        Payload::Net { family, source, daddr, dport, bytes } => {
+            let udp = h.kind == kind::UDP_SEND;
+            f("family", Value::Str(family_name(*family)));
+            if !udp {
+                f("saddr", source.as_ref().map_or(Value::Null, |(a, _)| addr(a)));
+            }
+            f("daddr", addr(daddr));
+            if !udp {
+                f("sport", opt(source.map(|(_, p)| p), |p| Value::UInt(p.into())));
+            }
+            f("dport", Value::UInt((*dport).into()));
+            if udp {
+                f("bytes", opt(*bytes, Value::Int));
+            }
+        }
+        Payload::File { path, path_truncated, fd, flags, bytes } => match h.kind {
+            kind::EXEC_CHECK => f("filename", Value::Str(path)),
+            k => {
+                f("path", Value::Str(path));
+                f("path_truncated", Value::Bool(*path_truncated));
+                f("fd", opt(*fd, |d| Value::Int(d.into())));
+                match k {
+                    kind::FILE_OPEN => f("flags", opt(*flags, |v| Value::UInt(v.into()))),
+                    kind::FILE_PERMISSION => f("mask", opt(*flags, |v| Value::UInt(v.into()))),
+                    _ => f("bytes", opt(*bytes, Value::Int)),
+                }
+            }
+        },
+        Payload::Probe(p) => {
+            f("probe", p.name.as_deref().map_or(Value::Null, Value::Str));
+            if let Some(prog) = &p.program {
+                f("program", Value::Str(prog));
+                f("raw", Value::Hex(&p.data));
+            } else if !p.fields.is_empty() {
+                f("fields", Value::Fields(&p.fields));
+            } else if let Some(ret) = p.ret {
+                f("ret", Value::Int(ret));
+            } else {
+                f("args", Value::UInts(&p.args));
+            }
+        }
+        Payload::Loss { .. } => {}
+    }
+}
+
+/// Appends `ev` as one line of JSON (the same object as `to_dict`) to `out`.
+pub fn write_event(ev: &Event, wall_offset_ns: i64, out: &mut Vec<u8>) {
+    out.push(b'{');
+    let mut first = true;
+    visit(ev, wall_offset_ns, &mut |key, value| {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        write_str(out, key);
+        out.push(b':');
+        write_value(out, &value);
+    });
+    out.extend_from_slice(b"}\n");
+}
+
+fn write_value(out: &mut Vec<u8>, v: &Value<'_>) {
+    match v {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Int(i) => write_num(out, *i),
+        Value::UInt(u) => write_num(out, *u),
+        Value::Str(s) => write_str(out, s),
+        Value::String(s) => write_str(out, s),
+        Value::Strs(items) => write_list(out, items.iter(), |out, s| write_str(out, s)),
+        Value::UInts(items) => write_list(out, items.iter(), |out, u| write_num(out, *u)),
+        Value::Hex(bytes) => {
+            out.push(b'"');
+            for b in *bytes {
+                out.extend_from_slice(&HEX[*b as usize * 2..*b as usize * 2 + 2]);
+            }
+            out.push(b'"');
+        }
+        Value::Fields(fields) => {
+            out.push(b'{');
+            for (i, (name, value)) in fields.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_str(out, name);
+                out.push(b':');
+                match value {
+                    FieldValue::Int(i) => write_num(out, *i),
+                    FieldValue::UInt(u) => write_num(out, *u),
+                    FieldValue::Str(s) => write_str(out, s),
+                    FieldValue::Bytes(b) => write_list(out, b.iter(), |out, b| write_num(out, *b)),
+                    FieldValue::Missing => out.extend_from_slice(b"null"),
+                }
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+static HEX: &[u8; 512] = &{
+    let digits = b"0123456789abcdef";
+    let mut t = [0u8; 512];
+    let mut i = 0;
+    while i < 256 {
+        t[i * 2] = digits[i >> 4];
+        t[i * 2 + 1] = digits[i & 15];
+        i += 1;
+    }
+    t
+};
+
+fn write_list<T>(out: &mut Vec<u8>, items: impl Iterator<Item = T>, mut one: impl FnMut(&mut Vec<u8>, T)) {
+    out.push(b'[');
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        one(out, item);
+    }
+    out.push(b']');
+}
+
+fn write_num(out: &mut Vec<u8>, n: impl std::fmt::Display) {
+    struct W<'a>(&'a mut Vec<u8>);
+    impl std::fmt::Write for W<'_> {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.0.extend_from_slice(s.as_bytes());
+            Ok(())
+        }
+    }
+    let _ = write!(W(out), "{n}");
+}
+
+/// A JSON string: quotes, backslashes and control characters escaped as
+/// RFC 8259 asks; everything else as its UTF-8 bytes (as orjson writes them).
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if esc.is_empty() {
+            out.extend_from_slice(b"\\u00");
+            out.extend_from_slice(&HEX[b as usize * 2..b as usize * 2 + 2]);
+        } else {
+            out.extend_from_slice(esc);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bpfcap_common::Header;
+
+    fn file_event(path: &str) -> Event {
+        Event {
+            hdr: Header { kind: kind::FILE_WRITE, pid: 7, tid: 8, ts_ns: 5, ..Header::default() },
+            payload: Payload::File {
+                path: path.into(),
+                path_truncated: false,
+                fd: Some(3),
+                flags: None,
+                bytes: Some(11),
+            },
+            meta: Default::default(),
+        }
+    }
+
+    #[test]
+    fn strings_are_escaped_as_json_wants() {
+        let mut out = Vec::new();
+        write_str(&mut out, "a\"b\\c\nd\u{1}é");
+        assert_eq!(out, "\"a\\\"b\\\\c\\nd\\u0001é\"".as_bytes());
+    }
+
+    #[test]
+    fn an_event_is_one_line_with_its_kinds_keys() {
+        let mut out = Vec::new();
+        write_event(&file_event("/tmp/x \"y\""), 0, &mut out);
+        let line = String::from_utf8(out).unwrap();
+        assert!(line.ends_with("}\n") && line.matches('\n').count() == 1);
+        assert!(line.starts_with(
+            "{\"type\":\"file_write\",\"ts_ns\":5,\"time\":\"1970-01-01T00:00:00.000000005Z\",\"pid\":7,\"tid\":8,"
+        ));
+        assert!(
+            line.contains(",\"path\":\"/tmp/x \\\"y\\\"\",\"path_truncated\":false,\"fd\":3,\"bytes\":11}"),
+            "{line}"
+        );
+        assert!(line.contains("\"container_id\":null,\"pod_uid\":null,"));
+    }
+
+    #[test]
+    fn loss_notices_have_their_own_keys() {
+        let mut out = Vec::new();
+        write_event(&Event::loss(1, 42, "kernel_ring_full", Some(kind::FILE_READ)), 0, &mut out);
+        let line = String::from_utf8(out).unwrap();
+        assert!(
+            line.ends_with(",\"count\":42,\"reason\":\"kernel_ring_full\",\"lost_type\":\"file_read\"}\n"),
+            "{line}"
+        );
+    }
+}
