@@ -81,11 +81,11 @@ vm-test: build vm-setup
 	  set -o pipefail; vm-tests/run.sh bash vm-tests/suite.sh | tee vm-tests/out/run.log; rc=$$?; \
 	  $(PY) vm-tests/summary.py vm-tests/out/run.log; exit $$rc
 
-## The peer of the pipeline benchmark: bcc's Python API, and the kernel headers it
-## compiles against (Debian's 6.1 headers stand in for the host kernel's).
+## The peers of the benchmarks: bcc's Python API (and the kernel headers it compiles
+## against: Debian's 6.1 headers stand in for the host kernel's), and bpftrace.
 bench-setup: debs
-	@dpkg-query -W -f='$${Status}' python3-bpfcc 2>/dev/null | grep -q 'install ok installed' || \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-bpfcc linux-headers-amd64
+	@for p in python3-bpfcc linux-headers-amd64 bpftrace; do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done | \
+	  xargs -r env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends
 	@k=$$(uname -r); h=$$(ls -d /usr/src/linux-headers-*-amd64 | sort -V | tail -1); \
 	  mkdir -p /lib/modules/$$k && ln -sfn $$h /lib/modules/$$k/build && ln -sfn $${h%-amd64}-common /lib/modules/$$k/source
 
@@ -93,6 +93,8 @@ bench-setup: debs
 bench: build bench-setup
 	cd benchmarks && ../$(PY) filter_cost.py
 	cd benchmarks && ../$(PY) pipeline.py
+	cd benchmarks && ../$(PY) drain.py
+	cd benchmarks && ../$(PY) overhead.py
 
 ## The CI's regression guard of the hot paths: ratios against peers in one run (benchmarks/guard.py).
 bench-check: build

@@ -13,7 +13,10 @@
 # Environment (more in vm-tests/README.md):
 #   BPFCAP_VM_KERNELS  labels or vmlinuz paths (default: "5.10 6.1 6.12", plus
 #                      "host" if /boot/vmlinuz-$(uname -r) exists)
-#   BPFCAP_VM_TIMEOUT  seconds per kernel, boot + command (default 600)
+#   BPFCAP_VM_STALL    a kernel whose console printed nothing for this many seconds
+#                      is taken for hung and stopped (default 300): a slow, loaded
+#                      machine is not a hang, so there is no fixed budget per test
+#   BPFCAP_VM_TIMEOUT  seconds per kernel at the very most, boot + command (default 2400)
 #   BPFCAP_VM_JOBS     kernels run at once (default 2)
 #   BPFCAP_VM_CPUS / BPFCAP_VM_MEMORY   (default 1 / 2G; see vm-tests/README.md for why 1)
 #   BPFCAP_VM_CACHE    kernel + virtme-ng cache (default /var/cache/bpfcap-vm)
@@ -35,7 +38,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(dirname "$HERE")
 OUT=$HERE/out
 CACHE=${BPFCAP_VM_CACHE:-/var/cache/bpfcap-vm}
-TIMEOUT=${BPFCAP_VM_TIMEOUT:-600}
+TIMEOUT=${BPFCAP_VM_TIMEOUT:-2400}
+STALL=${BPFCAP_VM_STALL:-300}
 VNG=${BPFCAP_VM_VNG:-$CACHE/venv/bin/vng}
 [ -x "$VNG" ] || VNG=$(command -v vng) || { echo "vng not found: see vm-tests/README.md" >&2; exit 2; }
 export PATH=$(dirname "$VNG"):$PATH    # vng runs virtme-run from PATH
@@ -47,6 +51,19 @@ cd "$ROOT" || exit 2
 
 now() { echo "$EPOCHREALTIME"; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
+
+watchdog() {  # $1 raw console log, $2 the guest script: stops the VM once its console is silent for $STALL s
+    local size last=-1 idle=0
+    while sleep 5; do
+        size=$(stat -c %s "$1" 2>/dev/null || echo 0)
+        if [ "$size" = "$last" ]; then idle=$((idle + 5)); else idle=0 last=$size; fi
+        if [ "$idle" -ge "$STALL" ]; then
+            : > "$1.stalled"
+            pkill -TERM -f -- "$2" # timeout, vng and qemu all name the guest script
+            return
+        fi
+    done
+}
 
 run_kernel() {  # $1 label; sets RES, REASON, BOOT_S, TOTAL_S, KVER
     local label=$1 img log=$OUT/${1//\//_}.log start booted="" rc line
@@ -75,11 +92,14 @@ echo "VMTEST GUEST EXIT \${PIPESTATUS[0]}"
 EOF
     } > "$log.sh"
     start=$(now)
+    rm -f "$log.raw" "$log.raw.stalled"
+    watchdog "$log.raw" "$log.sh" &
+    local dog=$!
     timeout -k 10 "$TIMEOUT" "$VNG" --run "$img" --verbose --force-9p --disable-kvm \
         --cpus "${BPFCAP_VM_CPUS:-1}" --memory "${BPFCAP_VM_MEMORY:-2G}" \
         --append "lsm=lockdown,capability,landlock,bpf" \
         --user root --cwd "$ROOT" --overlay-rwdir "$ROOT" --rwdir "$OUT" \
-        --exec "bash $log.sh" < /dev/null 2>&1 |
+        --exec "bash $log.sh" < /dev/null 2>&1 | tee -a "$log.raw" |
     while IFS= read -r line; do
         line=${line%$'\r'}
         printf '%s\n' "$line" >> "$log"
@@ -89,19 +109,23 @@ EOF
             printf '[%s] %s\n' "$label" "$line"
     done
     rc=${PIPESTATUS[0]}
+    kill "$dog" 2>/dev/null
+    wait "$dog" 2>/dev/null
     TOTAL_S=$(secs "$start" "$(now)")
     [ -f "$log.boot" ] && booted=$(cat "$log.boot") && BOOT_S=$(secs "$start" "$booted")
     rm -f "$log.boot"
     local check exit_line
     check=$(grep -a -o 'VMTEST CHECK .*' "$log" | tail -n1)
     exit_line=$(grep -a -o 'VMTEST GUEST EXIT [0-9]*' "$log" | tail -n1)
-    if [ "$rc" = 124 ] || [ "$rc" = 137 ]; then REASON="timeout after ${TIMEOUT}s"
+    if [ -f "$log.raw.stalled" ]; then REASON="hung: nothing printed for ${STALL}s"
+    elif [ "$rc" = 124 ] || [ "$rc" = 137 ]; then REASON="timeout after ${TIMEOUT}s"
     elif [ -z "$booted" ]; then REASON="did not boot (vng exit $rc)"
     elif [ -z "$exit_line" ]; then REASON="guest died before the command finished (vng exit $rc)"
     elif [[ $check != *"kernel=$KVER "* ]]; then REASON="wrong kernel: ${check:-no check line}"
     elif [[ $check != *lsm=*bpf* ]]; then REASON="BPF LSM not active: $check"
     elif [ "${exit_line##* }" != 0 ]; then REASON="command exited ${exit_line##* }"
     else RES=PASS; fi
+    rm -f "$log.raw" "$log.raw.stalled"
     local oops
     oops=$(grep -a -m1 -o -E 'Kernel panic.*|BUG: .*|Oops: .*' "$log" | tr -d '\r')
     [ "$RES" = FAIL ] && [ -n "$oops" ] && REASON="$REASON; $oops"

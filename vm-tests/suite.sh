@@ -6,6 +6,7 @@
 set -u
 out=vm-tests/out/$(uname -r)
 mkdir -p "$out"
+export PYTHONUNBUFFERED=1  # each test's dot reaches the console at once: the runner sees progress
 export BPFCAP_TEST_BACKENDS=${BPFCAP_TEST_BACKENDS:-asyncio}
 export BPFCAP_RELIABILITY_CYCLES=${BPFCAP_RELIABILITY_CYCLES:-20}
 # test_probes.py runs each test with nothing disabled, then with kprobe and LSM

@@ -4,9 +4,10 @@ sys_enter_write, bytes from sys_exit_write, the record header bpfcap sends
 (time, pid, tid, uid, gid, cgroup, comm) — minus the path, through a ring
 buffer, decoded by ctypes in a Python callback per event, as bcc's tools do.
 
-    /usr/bin/python3 bcc_consumer.py PID CALLS [RING_BYTES]
+    /usr/bin/python3 bcc_consumer.py PID CALLS [RING_BYTES [prefill]]
 
-Prints `ready` once attached; when stdin closes prints one JSON line.
+Prints `ready` once attached; when stdin closes prints one JSON line. With
+`prefill` it reads nothing until a line on stdin, then times draining the ring.
 """
 
 import json
@@ -84,6 +85,15 @@ def main():
             state["done_at"] = time.monotonic()
 
     events.open_ring_buffer(callback)
+    if sys.argv[4:] == ["prefill"]:
+        print("ready", flush=True)
+        sys.stdin.readline()
+        cpu0, t0 = cpu(), time.monotonic()
+        b.ring_buffer_consume()
+        out = dict(state, lost=b["lost"][0].value, cpu_s=round(cpu() - cpu0, 3), seconds=round(time.monotonic() - t0, 3))
+        out.pop("done_at")
+        print(json.dumps(out), flush=True)
+        return
     stop = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
     print("ready", flush=True)

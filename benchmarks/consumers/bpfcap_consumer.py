@@ -6,7 +6,10 @@ MODE: `events` (async for event in sub), `batches` (async for batch in
 sub.batches()), `latency` (events; records kernel-timestamp-to-receipt delays),
 `rss` (events; samples its own RSS every second), `stalled` (a subscriber
 with policy="block" that never reads: the reader falls behind for good, the
-kernel ring fills and counts what it cannot hold). Captures file_write events
+kernel ring fills and counts what it cannot hold), `drain-events` and
+`drain-batches` (the same stalled subscriber while the workload fills a big
+ring; on a line on stdin it starts reading, and times receiving every event
+with `async for event` or `batches()`). Captures file_write events
 of PID; prints `ready` once attached; when stdin closes it ends the capture
 (what is in the ring is still delivered) and prints one JSON line.
 """
@@ -46,7 +49,7 @@ async def main() -> None:
     delays: list[int] = []
     rss: list[int] = []
     done_at = None
-    stalled = {"policy": "block", "max_batches": 1} if mode == "stalled" else {}
+    stalled = {"policy": "block", "max_batches": 1} if mode in ("stalled", "drain-events", "drain-batches") else {}
     async with CaptureManager(cfg) as mgr, await mgr.subscribe([EventType.FILE_WRITE], **stalled) as sub:  # type: ignore[arg-type]
         await mgr.set_filter(EventFilter(pids=[pid]))
         print("ready", flush=True)
@@ -62,11 +65,31 @@ async def main() -> None:
                     rss.append(rss_kib())
                     await anyio.sleep(1)
 
-            tg.start_soon(stop_on_eof)
+            if not mode.startswith("drain-"):
+                tg.start_soon(stop_on_eof)
             if mode == "rss":
                 tg.start_soon(sample_rss)
             if mode == "stalled":
                 await anyio.sleep_forever()
+            elif mode.startswith("drain-"):
+                await anyio.to_thread.run_sync(sys.stdin.readline)
+                cpu0, t0 = cpu(), time.monotonic()
+                if mode == "drain-batches":
+                    async for b in sub.batches():
+                        for e in b:
+                            if e.type_id == FILE_WRITE:
+                                checksum += e.pid + e.tid + e.bytes
+                                delivered += 1
+                        if delivered >= calls:
+                            break
+                else:
+                    async for e in sub:
+                        if e.type_id == FILE_WRITE:
+                            checksum += e.pid + e.tid + e.bytes
+                            delivered += 1
+                            if delivered >= calls:
+                                break
+                done_at = time.monotonic()
             elif mode == "batches":
                 async for b in sub.batches():
                     for e in b:

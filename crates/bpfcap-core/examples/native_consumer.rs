@@ -1,10 +1,12 @@
 //! The benchmarks' Rust-only consumer: bpfcap's ring and decoder with no
 //! Python, the native ceiling the Python API is measured against.
 //!
-//!   native_consumer PID CALLS [RING_BYTES BATCH POLL_MS]
+//!   native_consumer PID CALLS [RING_BYTES BATCH POLL_MS [prefill]]
 //!
 //! Captures file_write events of PID, prints `ready` once attached, and when
 //! its stdin closes prints one JSON line: delivered, lost, cpu_s, seconds.
+//! With `prefill` it reads nothing until a line on stdin, then times draining
+//! what the ring holds.
 
 use std::{
     io::Read,
@@ -39,6 +41,28 @@ fn main() {
     cap.enable_kind(kind::FILE_WRITE).expect("attach");
     cap.set_filter(FilterSpec { pids: vec![pid], ..FilterSpec::default() }).expect("filter");
     println!("ready");
+    if args.get(6).map(String::as_str) == Some("prefill") {
+        let _ = std::io::stdin().read_line(&mut String::new());
+        let (cpu0, t0) = (cpu_seconds(), Instant::now());
+        let (mut delivered, mut sum, mut buf) = (0u64, 0u64, Vec::with_capacity(batch));
+        loop {
+            buf.clear();
+            let n = cap.drain(batch, &mut buf);
+            for e in &buf {
+                if let Payload::File { bytes: Some(b), .. } = &e.payload {
+                    sum = sum.wrapping_add(u64::from(e.hdr.pid) + u64::from(e.hdr.tid) + *b as u64);
+                    delivered += 1;
+                }
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        let (cpu, secs) = (cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
+        let lost: u64 = cap.lost_in_kernel().expect("lost").iter().sum();
+        println!("{{\"delivered\": {delivered}, \"lost\": {lost}, \"cpu_s\": {cpu:.4}, \"seconds\": {secs:.4}, \"checksum\": {sum}}}");
+        return;
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     std::thread::spawn(move || {

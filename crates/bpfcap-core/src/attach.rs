@@ -180,6 +180,13 @@ fn resolve_binary(bin: &str) -> Option<std::path::PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|d| std::path::Path::new(d).join(bin)).find(|p| p.is_file())
 }
 
+/// Whether kprobes can be attached here: through the kprobe PMU, or through
+/// tracefs's kprobe_events (what aya falls back to).
+pub fn kprobes_supported() -> bool {
+    std::path::Path::new("/sys/bus/event_source/devices/kprobe/type").exists()
+        || tracefs::ensure_mounted().is_ok_and(|root| root.join("kprobe_events").exists())
+}
+
 /// Whether an optional tracepoint target exists here.
 pub fn tracepoint_exists(target: &str) -> bool {
     split_tracepoint(target).is_ok()

@@ -576,42 +576,58 @@ impl Capture {
     }
 
     /// Which program types this kernel accepts: each do-nothing test program
-    /// is loaded and attached for a moment. `Err` holds the reason.
+    /// is loaded and attached for a moment (`doctor`). `Err` holds the reason.
     pub fn program_types(&mut self) -> Vec<(&'static str, std::result::Result<(), String>)> {
         probes::SELFTESTS
             .iter()
             .map(|t| {
-                let r = match self.type_check(t.ty).unwrap_or_else(|| self.run_selftest(t)) {
-                    TypeCheck::Works => Ok(()),
-                    TypeCheck::Refused(why) | TypeCheck::Denied(why) => Err(why),
-                };
+                if let Some(TypeCheck::Refused(why) | TypeCheck::Denied(why)) = self.type_check(t.ty) {
+                    return (t.ty.name(), Err(why));
+                }
+                let loaded = self.loaded.contains(t.program);
+                let r = attach::attach(&mut self.ebpf, self.btf.get(), t.program, t.ty, t.target, loaded)
+                    .map(|_link| ()) // dropped at once: detached
+                    .map_err(|e| e.to_string());
+                if r.is_ok() {
+                    self.loaded.insert(t.program);
+                }
                 (t.ty.name(), r)
             })
             .collect()
     }
 
-    /// What the kernel says to programs of `ty` (kprobe, fentry/fexit, LSM:
-    /// the types a kernel may lack), asked once; `None` for the other types.
+    /// Whether this kernel accepts programs of `ty` at all (kprobe, fentry/fexit,
+    /// LSM: the types a kernel may lack), learned once by loading a do-nothing
+    /// program, never by attaching one (detaching a trampoline waits for an RCU
+    /// tasks grace period: seconds under emulation); `None` for the other types.
     fn type_check(&mut self, ty: ProgType) -> Option<TypeCheck> {
         let test = probes::selftest_for(ty)?;
         if let Some(known) = self.type_checks.get(&test.ty) {
             return Some(known.clone());
         }
-        Some(self.run_selftest(test))
-    }
-
-    fn run_selftest(&mut self, t: &'static probes::Attach) -> TypeCheck {
-        let loaded = self.loaded.contains(t.program);
-        let check = match attach::attach(&mut self.ebpf, self.btf.get(), t.program, t.ty, t.target, loaded) {
-            Ok(_link) => TypeCheck::Works, // dropped at once: detached
-            Err(e @ Error::Privilege { .. }) => TypeCheck::Denied(e.to_string()),
-            Err(e) => TypeCheck::Refused(e.to_string()),
+        let check = if test.ty == ProgType::Kprobe && !attach::kprobes_supported() {
+            TypeCheck::Refused(
+                "this kernel has no kprobes (no kprobe PMU in /sys/bus/event_source/devices, no kprobe_events in \
+                 tracefs: CONFIG_KPROBES is not set)"
+                    .into(),
+            )
+        } else {
+            let btf = self.btf.get();
+            let loaded = match self.ebpf.program_mut(test.program) {
+                Some(prog) => attach::load(prog, btf, test.program, test.ty, test.target),
+                None => Err(Error::Load { program: test.program.into(), reason: "not in the BPF object".into() }),
+            };
+            match loaded {
+                Ok(()) => {
+                    self.loaded.insert(test.program);
+                    TypeCheck::Works
+                }
+                Err(e @ Error::Privilege { .. }) => TypeCheck::Denied(e.to_string()),
+                Err(e) => TypeCheck::Refused(e.to_string()),
+            }
         };
-        if matches!(check, TypeCheck::Works) {
-            self.loaded.insert(t.program);
-        }
-        self.type_checks.insert(t.ty, check.clone());
-        check
+        self.type_checks.insert(test.ty, check.clone());
+        Some(check)
     }
 
     /// Each loaded program and the instructions the verifier processed for it
