@@ -65,12 +65,12 @@ async def main() -> None:
                     rss.append(rss_kib())
                     await anyio.sleep(1)
 
-            if not mode.startswith("drain-"):
+            if mode not in ("stalled", "drain-events", "drain-batches"):
                 tg.start_soon(stop_on_eof)
             if mode == "rss":
                 tg.start_soon(sample_rss)
             if mode == "stalled":
-                await anyio.sleep_forever()
+                await anyio.to_thread.run_sync(sys.stdin.read)  # never reads the events, until stdin closes
             elif mode.startswith("drain-"):
                 await anyio.to_thread.run_sync(sys.stdin.readline)
                 cpu0, t0 = cpu(), time.monotonic()
