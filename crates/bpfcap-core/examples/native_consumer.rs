@@ -25,6 +25,26 @@ fn cpu_seconds() -> f64 {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
+/// One batch from the ring, touching pid, tid and one payload field of each
+/// event as the Python consumers do; returns how many records it held.
+fn drain_batch(
+    cap: &mut Capture,
+    batch: usize,
+    buf: &mut Vec<bpfcap_core::Event>,
+    delivered: &mut u64,
+    sum: &mut u64,
+) -> usize {
+    buf.clear();
+    let n = cap.drain(batch, buf);
+    for e in buf.iter() {
+        if let Payload::File { bytes: Some(b), .. } = &e.payload {
+            *sum = sum.wrapping_add(u64::from(e.hdr.pid) + u64::from(e.hdr.tid) + *b as u64);
+            *delivered += 1;
+        }
+    }
+    n
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let usage = "usage: native_consumer PID CALLS [RING BATCH POLL_MS]";
@@ -45,19 +65,7 @@ fn main() {
         let _ = std::io::stdin().read_line(&mut String::new());
         let (cpu0, t0) = (cpu_seconds(), Instant::now());
         let (mut delivered, mut sum, mut buf) = (0u64, 0u64, Vec::with_capacity(batch));
-        loop {
-            buf.clear();
-            let n = cap.drain(batch, &mut buf);
-            for e in &buf {
-                if let Payload::File { bytes: Some(b), .. } = &e.payload {
-                    sum = sum.wrapping_add(u64::from(e.hdr.pid) + u64::from(e.hdr.tid) + *b as u64);
-                    delivered += 1;
-                }
-            }
-            if n == 0 {
-                break;
-            }
-        }
+        while drain_batch(&mut cap, batch, &mut buf, &mut delivered, &mut sum) > 0 {}
         let (cpu, secs) = (cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
         let lost: u64 = cap.lost_in_kernel().expect("lost").iter().sum();
         println!("{{\"delivered\": {delivered}, \"lost\": {lost}, \"cpu_s\": {cpu:.4}, \"seconds\": {secs:.4}, \"checksum\": {sum}}}");
@@ -78,15 +86,7 @@ fn main() {
         cap.poll(Duration::from_millis(poll_ms)).expect("poll");
         cap.take_wakeups().expect("wakeups");
         loop {
-            buf.clear();
-            let n = cap.drain(batch, &mut buf);
-            for e in &buf {
-                // Touch pid, tid and one payload field, as the Python consumers do.
-                if let Payload::File { bytes: Some(b), .. } = &e.payload {
-                    sum = sum.wrapping_add(u64::from(e.hdr.pid) + u64::from(e.hdr.tid) + *b as u64);
-                    delivered += 1;
-                }
-            }
+            let n = drain_batch(&mut cap, batch, &mut buf, &mut delivered, &mut sum);
             if done_at.is_none() && delivered >= calls {
                 done_at = Some(t0.elapsed());
             }
