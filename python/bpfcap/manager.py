@@ -81,6 +81,16 @@ class Subscription:
             self._pending_loss = 0
             self.delivered += n
 
+    def _flush_loss(self) -> None:
+        """Hands out a pending loss notice on its own once there is room, so
+        that drops at the end of a burst are told even if no batch follows."""
+        if self._pending_loss:
+            try:
+                self._send.send_nowait([_native.loss_event(self._pending_loss, "subscriber_queue_full")])
+            except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
+                return
+            self._pending_loss = 0
+
     async def _put(self, batch: Batch) -> None:
         """Queues a batch, waiting for room (``policy="block"``)."""
         try:
@@ -421,6 +431,8 @@ class CaptureManager:
                     await rings.wait()
                     for batch in rings.drain():
                         await self._dispatch(batch)
+                    for sub in tuple(self._subs):
+                        sub._flush_loss()
                     await anyio.lowlevel.checkpoint()
         finally:
             # Whatever ended the pump, hand out what the rings still hold, then
