@@ -27,6 +27,7 @@ use crate::{
     error::{Error, Result},
     event::{kind_name, Event, FieldValue, Payload},
     filter::{FilterMaps, FilterSpec},
+    merge::Merge,
     offsets,
     probes::{self, Plan, ProbeSpec, ProgType},
     redact, sys, tracefs,
@@ -166,6 +167,8 @@ pub struct Capture {
     ebpf: Ebpf,
     /// The rings in use, with mappings of their positions (for the fill level).
     rings: Vec<(RingBuf<MapData>, RingPositions)>,
+    /// With several rings: records read and not handed out yet, by ring.
+    merge: Merge<Event>,
     lost: PerCpuArray<MapData, u64>,
     enabled: Array<MapData, u32>,
     /// aya's view of the kernel BTF, for fentry/fexit/LSM: parsed in the
@@ -265,6 +268,7 @@ impl Capture {
         }
         Ok(Self {
             ebpf,
+            merge: Merge::new(rings.len()),
             rings,
             lost,
             enabled,
@@ -692,13 +696,15 @@ impl Capture {
     }
 
     /// Decodes up to `max` pending records into `out` (appended), the main
-    /// ring first, then the user probes' rings, and adds session labels and
-    /// container information; records that fail to decode are counted and
-    /// skipped. Returns how many records were read.
+    /// rings first (merged in time order), then the user probes' rings, and
+    /// adds session labels and container information; records that fail to
+    /// decode are counted and skipped. Returns how many records were read
+    /// (with several rings: handed out). Fewer than `max` means nothing
+    /// that was pending is left.
     pub fn drain(&mut self, max: usize, out: &mut Vec<Event>) -> usize {
         let first = out.len();
         let mut n = 0;
-        for (ring, _) in &mut self.rings {
+        if let [(ring, _)] = &mut self.rings[..] {
             while n < max {
                 let Some(item) = ring.next() else { break };
                 n += 1;
@@ -706,10 +712,13 @@ impl Capture {
                     out.push(ev);
                 }
             }
-        }
-        if self.rings.len() > 1 {
-            // Several rings: put the batch back in time order.
-            out[first..].sort_by_key(|e| e.hdr.ts_ns);
+        } else {
+            let stats = &mut self.stats.decode;
+            for (i, (ring, _)) in self.rings.iter_mut().enumerate() {
+                self.merge.fill(i, max, || ring.next().map(|item| decode(&item, stats).ok()));
+            }
+            // Counts what was handed out: what is queued goes with a later batch.
+            n = self.merge.emit(max, |e| e.hdr.ts_ns, out);
         }
         let mut new_cgroups = Vec::new();
         for probe in &mut self.user {
