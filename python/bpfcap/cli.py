@@ -39,31 +39,12 @@ def output_for(args: argparse.Namespace, flag: str, path: Optional[str], default
     return open_output(path, default, what=flag, append=args.append, force=args.force)
 
 
-def format_text(e: Any) -> str:
-    """One aligned line per event, like execsnoop."""
-    t = e.type_id
-    if t == EventType.PROCESS_EXEC:
-        detail = " ".join(e.argv or [e.filename]) + (" ..." if e.argv_truncated else "")
-    elif t == EventType.PROCESS_EXIT:
-        detail = f"exit_code={e.exit_code}" if e.signal is None else f"signal={e.signal}"
-    elif t == EventType.PROCESS_FORK:
-        detail = f"child_pid={e.child_pid}"
-    elif t == EventType.LOSS:
-        return f"{e.time[11:26]} {'loss':<13} {e.count} events lost ({e.reason}, {e.lost_type or 'all types'})"
-    else:
-        detail = ""
-    return f"{e.time[11:26]} {e.type_name:<13} {e.pid:>7} {e.ppid:>7} {e.comm:<16} {detail}"
-
-
 def make_writer(out: Output, fmt: str) -> Callable[[list[Any]], None]:
-    if fmt == "text":
-        def write(batch: list[Any]) -> None:
-            out.write("".join(format_text(e) + "\n" for e in batch).encode())
-    else:
-        encode = _native.encode_json
+    """Writes a batch as JSON lines or text lines, encoded natively in one bytes object."""
+    encode = _native.encode_text if fmt == "text" else _native.encode_json
 
-        def write(batch: list[Any]) -> None:
-            out.write(encode(batch))  # JSON lines written natively, a batch at a time
+    def write(batch: list[Any]) -> None:
+        out.write(encode(batch))
     return write
 
 

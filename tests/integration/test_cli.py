@@ -105,9 +105,14 @@ def test_run_with_text_format(bpfcap_cmd: list[str], token: str) -> None:
     proc, _ = start_run(bpfcap_cmd, "--format", "text", "--types", "process_exec", "--duration", "3",
                         stdout=subprocess.PIPE)
     subprocess.run(["/bin/echo", token], stdout=subprocess.DEVNULL)
+    subprocess.run(["/bin/echo", f"{token}-forged\n12:00:00.000000 process_exec 1 0 init \x1b[2J"],
+                   stdout=subprocess.DEVNULL)
     out, _ = proc.communicate(timeout=30)
-    line = next(line for line in out.splitlines() if token in line)
-    assert line.split()[1] == "process_exec" and line.endswith(f"/bin/echo {token}")
+    lines = [line for line in out.splitlines() if token in line]
+    assert lines[0].split()[1] == "process_exec" and lines[0].endswith(f"/bin/echo {token}")
+    # Another process's argv cannot forge a line or send escape sequences to the terminal.
+    assert len(lines) == 2 and lines[1].endswith(f"{token}-forged\\x0a12:00:00.000000 process_exec 1 0 init \\x1b[2J")
+    assert not any(line.startswith("12:00:00") for line in out.splitlines())
 
 
 def test_doctor_reports_the_mechanism_of_each_process_probe(bpfcap_cmd: list[str]) -> None:

@@ -17,6 +17,7 @@ pub mod offsets;
 pub mod probes;
 pub mod redact;
 pub mod sys;
+pub mod text;
 pub mod tracefs;
 pub mod user_probe;
 

@@ -6,6 +6,7 @@ use bpfcap_core::{
     clock,
     event::{kind_name, FieldValue, KIND_NAMES},
     json::{self, family_name},
+    text,
     Event, Payload,
 };
 use pyo3::{
@@ -70,6 +71,18 @@ pub fn encode_json<'py>(py: Python<'py>, batch: &Bound<'py, PyList>) -> PyResult
         json::write_event(&ev.ev, ev.wall_offset_ns, &mut out);
     }
     Ok(PyBytes::new(py, &out))
+}
+
+/// A batch of events as text lines (`--format text`), in one bytes object.
+#[pyfunction]
+pub fn encode_text<'py>(py: Python<'py>, batch: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyBytes>> {
+    let mut out = String::with_capacity(batch.len() * 120);
+    for item in batch.iter() {
+        let ev = item.cast::<PyEvent>()?;
+        let ev = ev.get();
+        text::write_line(&ev.ev, ev.wall_offset_ns, &mut out);
+    }
+    Ok(PyBytes::new(py, out.as_bytes()))
 }
 
 fn fields_dict<'py>(py: Python<'py>, fields: &[(std::sync::Arc<str>, FieldValue)]) -> PyResult<Bound<'py, PyDict>> {

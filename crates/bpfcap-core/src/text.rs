@@ -1,0 +1,218 @@
+//! Events as aligned text lines for people (`bpfcap --format text`):
+//! time of day (UTC), type, pid, ppid, comm, then what the event is about.
+//! Written natively, a whole batch into one buffer, as JSON lines are.
+//!
+//! argv, paths and comm come from other processes: control characters
+//! (a newline would forge a line, an escape sequence would drive the reader's
+//! terminal) and backslashes are written as `\xNN`.
+
+use std::{fmt::Write as _, net::IpAddr};
+
+use bpfcap_common::kind;
+
+use crate::{
+    event::{kind_name, Event, FieldValue, Payload},
+    json::family_name,
+};
+
+/// Appends `ev` as one line (ending in `\n`) to `out`.
+pub fn write_line(ev: &Event, wall_offset_ns: i64, out: &mut String) {
+    let h = &ev.hdr;
+    let unix_ns = h.ts_ns as i64 + wall_offset_ns;
+    let sod = unix_ns.div_euclid(1_000_000_000).rem_euclid(86_400);
+    let micros = unix_ns.rem_euclid(1_000_000_000) / 1000;
+    let _ = write!(out, "{:02}:{:02}:{:02}.{micros:06} {:<15} ", sod / 3600, sod / 60 % 60, sod % 60, kind_name(h.kind));
+    if let Payload::Loss { count, reason, lost_kind } = &ev.payload {
+        let what = lost_kind.map_or("all types", kind_name);
+        let _ = writeln!(out, "{count} events lost ({reason}, {what})");
+        return;
+    }
+    let _ = write!(out, "{:>7} {:>7} ", h.pid, h.ppid);
+    let start = out.len();
+    clean(out, &ev.comm_str());
+    let width = out[start..].chars().count();
+    out.extend(std::iter::repeat_n(' ', 17usize.saturating_sub(width)));
+    detail(ev, out);
+    let trimmed = out.trim_end_matches(' ').len();
+    out.truncate(trimmed);
+    out.push('\n');
+}
+
+fn detail(ev: &Event, out: &mut String) {
+    match &ev.payload {
+        Payload::Exec { filename, argv, argv_truncated, .. } => {
+            if argv.is_empty() {
+                clean(out, filename);
+            }
+            for (i, a) in argv.iter().enumerate() {
+                if i > 0 {
+                    out.push(' ');
+                }
+                clean(out, a);
+            }
+            if *argv_truncated {
+                out.push_str(" ...");
+            }
+        }
+        Payload::Exit { exit_code, signal, core_dumped } => {
+            match (exit_code, signal) {
+                (_, Some(s)) => _ = write!(out, "signal={s}"),
+                (Some(c), None) => _ = write!(out, "exit_code={c}"),
+                (None, None) => out.push_str("exit_code=?"),
+            }
+            if *core_dumped {
+                out.push_str(" (core dumped)");
+            }
+        }
+        Payload::Fork { child_pid } => _ = write!(out, "child_pid={child_pid}"),
+        Payload::Net { family, source, daddr, dport, bytes } => {
+            if let Some((addr, port)) = source {
+                endpoint(out, addr, *port);
+                out.push(' ');
+            }
+            out.push_str("-> ");
+            endpoint(out, daddr, *dport);
+            if let Some(b) = bytes {
+                let _ = write!(out, " bytes={b}");
+            }
+            if ev.hdr.kind != kind::UDP_SEND && !matches!(family, 2 | 10) {
+                let _ = write!(out, " family={}", family_name(*family));
+            }
+        }
+        Payload::File { path, path_truncated, fd, flags, bytes } => {
+            if *path_truncated {
+                out.push_str(".../");
+            }
+            clean(out, path);
+            if let Some(fd) = fd {
+                let _ = write!(out, " fd={fd}");
+            }
+            match (ev.hdr.kind, flags) {
+                (kind::FILE_OPEN, Some(f)) => _ = write!(out, " flags={f:#o}"),
+                (kind::FILE_PERMISSION, Some(m)) => _ = write!(out, " mask={m}"),
+                _ => {}
+            }
+            if let Some(b) = bytes {
+                let _ = write!(out, " bytes={b}");
+            }
+        }
+        Payload::Probe(p) => {
+            clean(out, p.name.as_deref().unwrap_or("?"));
+            if let Some(prog) = &p.program {
+                let _ = write!(out, " program={prog} bytes={}", p.data.len());
+            } else if !p.fields.is_empty() {
+                for (name, value) in &p.fields {
+                    let _ = write!(out, " {name}=");
+                    match value {
+                        FieldValue::Int(i) => _ = write!(out, "{i}"),
+                        FieldValue::UInt(u) => _ = write!(out, "{u}"),
+                        FieldValue::Str(s) => clean(out, s),
+                        FieldValue::Bytes(b) => _ = write!(out, "<{} bytes>", b.len()),
+                        FieldValue::Missing => out.push('?'),
+                    }
+                }
+            } else if let Some(ret) = p.ret {
+                let _ = write!(out, " ret={ret}");
+            } else {
+                let _ = write!(out, " args={:?}", p.args);
+            }
+        }
+        Payload::Loss { .. } => {}
+    }
+}
+
+fn endpoint(out: &mut String, addr: &IpAddr, port: u16) {
+    let _ = match addr {
+        IpAddr::V4(a) => write!(out, "{a}:{port}"),
+        IpAddr::V6(a) => write!(out, "[{a}]:{port}"),
+    };
+}
+
+/// `s` with control characters and backslashes as `\xNN`.
+fn clean(out: &mut String, s: &str) {
+    for c in s.chars() {
+        if c.is_control() || c == '\\' {
+            let mut buf = [0u8; 4];
+            for b in c.encode_utf8(&mut buf).bytes() {
+                let _ = write!(out, "\\x{b:02x}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use bpfcap_common::Header;
+
+    use super::*;
+
+    fn event(kind: u16, payload: Payload) -> Event {
+        let mut comm = [0u8; 16];
+        comm[..2].copy_from_slice(b"sh");
+        Event {
+            hdr: Header { kind, pid: 42, ppid: 1, ts_ns: 3_723_000_004_000, comm, ..Header::default() },
+            payload,
+            meta: Default::default(),
+        }
+    }
+
+    fn line(ev: &Event) -> String {
+        let mut out = String::new();
+        write_line(ev, 0, &mut out);
+        out
+    }
+
+    #[test]
+    fn lines_are_aligned_and_say_what_the_event_is_about() {
+        let exec = event(
+            kind::PROCESS_EXEC,
+            Payload::Exec {
+                filename: "/bin/ls".into(),
+                argv: vec!["ls".into(), "-l".into()],
+                filename_truncated: false,
+                argv_truncated: true,
+            },
+        );
+        assert_eq!(line(&exec), "01:02:03.000004 process_exec         42       1 sh               ls -l ...\n");
+        let write = event(
+            kind::FILE_WRITE,
+            Payload::File { path: "/tmp/x".into(), path_truncated: false, fd: Some(3), flags: None, bytes: Some(5) },
+        );
+        assert!(line(&write).ends_with(" sh               /tmp/x fd=3 bytes=5\n"), "{}", line(&write));
+        let connect = event(
+            kind::TCP_CONNECT,
+            Payload::Net {
+                family: 2,
+                source: Some((Ipv4Addr::LOCALHOST.into(), 40000)),
+                daddr: "::1".parse().unwrap(),
+                dport: 80,
+                bytes: None,
+            },
+        );
+        assert!(line(&connect).ends_with("127.0.0.1:40000 -> [::1]:80\n"), "{}", line(&connect));
+        let exit = event(kind::PROCESS_EXIT, Payload::Exit { exit_code: None, signal: Some(9), core_dumped: false });
+        assert!(line(&exit).ends_with(" sh               signal=9\n"));
+        let loss = Event::loss(0, 7, "kernel_ring_full", Some(kind::FILE_READ));
+        assert_eq!(line(&loss), "00:00:00.000000 loss            7 events lost (kernel_ring_full, file_read)\n");
+    }
+
+    #[test]
+    fn control_characters_from_other_processes_cannot_forge_lines_or_drive_a_terminal() {
+        let exec = event(
+            kind::PROCESS_EXEC,
+            Payload::Exec {
+                filename: "/x".into(),
+                argv: vec!["a\nfake line".into(), "\u{1b}[2J\\".into()],
+                filename_truncated: false,
+                argv_truncated: false,
+            },
+        );
+        let l = line(&exec);
+        assert_eq!(l.matches('\n').count(), 1);
+        assert!(l.ends_with("a\\x0afake line \\x1b[2J\\x5c\n"), "{l}");
+    }
+}
