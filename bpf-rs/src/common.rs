@@ -3,7 +3,7 @@
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
-    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP, BPF_RB_RING_SIZE},
+    bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::generated as h,
     macros::map,
     maps::{Array, HashMap, PerCpuArray, RingBuf},
@@ -371,9 +371,11 @@ pub fn admit(kind: u16) -> bool {
 #[inline(always)]
 fn fields_match(cfg: &FilterConfig, gen: u32, counter: u32) -> bool {
     let fields = cfg.fields;
-    let pid_tgid = unsafe { h::bpf_get_current_pid_tgid() };
-    if fields & filter_field::PIDS != 0 && !pid_matches_cached(gen, counter, pid_tgid, cfg.follow_children != 0) {
-        return false;
+    if fields & filter_field::PIDS != 0 {
+        let pid_tgid = unsafe { h::bpf_get_current_pid_tgid() };
+        if !pid_matches_cached(gen, counter, pid_tgid, cfg.follow_children != 0) {
+            return false;
+        }
     }
     if fields & filter_field::UIDS != 0 {
         let uid = unsafe { h::bpf_get_current_uid_gid() } as u32;
@@ -382,9 +384,7 @@ fn fields_match(cfg: &FilterConfig, gen: u32, counter: u32) -> bool {
         }
     }
     if fields & (filter_field::COMM | filter_field::EXCLUDE_COMM) != 0 {
-        let mut key = GenComm { gen, comm: [0; COMM_LEN] };
-        unsafe { h::bpf_get_current_comm(key.comm.as_mut_ptr().cast(), COMM_LEN as u32) };
-        let m = unsafe { FILTER_COMMS.get(&key) }.copied().unwrap_or(0);
+        let m = comm_decision(counter);
         if m & comm_match::EXCLUDE != 0 {
             return false;
         }
@@ -397,6 +397,39 @@ fn fields_match(cfg: &FilterConfig, gen: u32, counter: u32) -> bool {
     }
     true
 }
+
+/// The `FILTER_COMMS` entry of the current task's comm, through this CPU's
+/// one-entry cache (by comm and filter generation counter): a hash lookup
+/// with a 20-byte key costs more than comparing two words.
+#[inline(always)]
+fn comm_decision(counter: u32) -> u8 {
+    let mut comm = [0u64; 2];
+    unsafe { h::bpf_get_current_comm(comm.as_mut_ptr().cast(), COMM_LEN as u32) };
+    let Some(cache) = COMM_CACHE.get_ptr_mut(0) else { return 0 };
+    let cache = unsafe { &mut *cache };
+    if cache.comm == comm && cache.gen == counter && cache.valid != 0 {
+        return cache.matched as u8;
+    }
+    let mut key = GenComm { gen: counter & 1, comm: [0; COMM_LEN] };
+    unsafe { core::ptr::copy_nonoverlapping(comm.as_ptr().cast::<u8>(), key.comm.as_mut_ptr(), COMM_LEN) };
+    let matched = unsafe { FILTER_COMMS.get(&key) }.copied().unwrap_or(0);
+    *cache = CommDecision { comm, gen: counter, valid: 1, matched: matched as u32, _pad: 0 };
+    matched
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CommDecision {
+    comm: [u64; 2],
+    /// The filter generation counter it was made under.
+    gen: u32,
+    valid: u32,
+    matched: u32,
+    _pad: u32,
+}
+
+#[map(name = "BPFCAP_COMM_CACHE")]
+static COMM_CACHE: PerCpuArray<CommDecision> = PerCpuArray::with_max_entries(1, 0);
 
 /// The global token bucket: `rate_per_sec` tokens a second, at most
 /// `rate_burst` saved. Updated with atomics, without a lock; concurrent
@@ -511,10 +544,8 @@ pub fn wakeup_flags(ring: *mut core::ffi::c_void, size: u64) -> u64 {
 /// traced process pays for the filter and this test, and the loss is counted.
 #[inline(always)]
 pub fn ring_has_room(size: u64) -> bool {
-    let ring = ring();
-    let pending = unsafe { h::bpf_ringbuf_query(ring, BPF_RB_AVAIL_DATA as u64) };
-    let capacity = unsafe { h::bpf_ringbuf_query(ring, BPF_RB_RING_SIZE as u64) };
-    pending + size <= capacity
+    let pending = unsafe { h::bpf_ringbuf_query(ring(), BPF_RB_AVAIL_DATA as u64) };
+    pending + size <= unsafe { core::ptr::read_volatile(&SETTINGS.ring_bytes) }
 }
 
 /// Counts a record the ring had no room for.

@@ -20,8 +20,9 @@ use crate::{
 const MAY_WRITE: u32 = 2;
 const MAY_READ: u32 = 4;
 
-/// What a syscall's entry saw, for its exit: the fd (tracepoints) or the
-/// `struct file *` (kprobes). One slot per thread id modulo the table size:
+/// What a syscall's entry saw, for its exit: the fd (tracepoints) and the
+/// `struct file *` when the entry looked it up (kprobes; tracepoints that
+/// also sent a permission event), so the exit need not look it up again. One slot per thread id modulo the table size:
 /// an array, so both sides cost a few instructions instead of hash-map
 /// updates. Two threads in flight in the same slot at once (ids equal modulo
 /// 65536) lose the older one's event, counted as lost.
@@ -36,7 +37,10 @@ struct InFlight {
     /// Thread id + 1 (0: empty).
     tid: u32,
     kind: u32,
-    value: u64,
+    /// -1: not known.
+    fd: i64,
+    /// 0: not looked up.
+    file: u64,
 }
 
 #[inline(always)]
@@ -118,35 +122,35 @@ pub fn bpfcap_open_tp(ctx: TracePointContext) -> u32 {
 
 // -- file_read / file_write: vfs_{read,write}(struct file *, buf, count, loff_t *) ----
 
-/// Remembers `value` for the current thread's syscall exit.
+/// Remembers the fd and file for the current thread's syscall exit.
 #[inline(always)]
-fn remember(k: u16, value: u64) {
+fn remember(k: u16, fd: i64, file: u64) {
     let t = tid();
     if let Some(slot) = INFLIGHT.get_ptr_mut(t & (INFLIGHT_SLOTS - 1)) {
         let slot = unsafe { &mut *slot };
         if slot.tid != 0 && slot.tid != t + 1 {
             count_lost(slot.kind as u16); // another thread's syscall still in flight here
         }
-        *slot = InFlight { tid: t + 1, kind: k as u32, value };
+        *slot = InFlight { tid: t + 1, kind: k as u32, fd, file };
     }
 }
 
-/// What the current thread's syscall entry remembered, if anything.
+/// What the current thread's syscall entry remembered (fd, file), if anything.
 #[inline(always)]
-fn recall() -> Option<u64> {
+fn recall() -> Option<(i64, u64)> {
     let t = tid();
     let slot = unsafe { &mut *INFLIGHT.get_ptr_mut(t & (INFLIGHT_SLOTS - 1))? };
     if slot.tid != t + 1 {
         return None;
     }
     slot.tid = 0;
-    Some(slot.value)
+    Some((slot.fd, slot.file))
 }
 
 #[kprobe]
 pub fn bpfcap_rd_kp(ctx: ProbeContext) -> u32 {
     if admit(kind::FILE_READ) {
-        remember(kind::FILE_READ, ctx.arg(0).unwrap_or(0));
+        remember(kind::FILE_READ, -1, ctx.arg(0).unwrap_or(0));
     }
     0
 }
@@ -154,7 +158,7 @@ pub fn bpfcap_rd_kp(ctx: ProbeContext) -> u32 {
 #[kretprobe]
 pub fn bpfcap_rd_krp(ctx: RetProbeContext) -> u32 {
     let ret: i64 = ctx.ret();
-    if let Some(file) = recall() {
+    if let Some((_, file)) = recall() {
         if ret >= 0 {
             emit_file(kind::FILE_READ, file, -1, None, Some(ret));
         }
@@ -165,7 +169,7 @@ pub fn bpfcap_rd_krp(ctx: RetProbeContext) -> u32 {
 #[kprobe]
 pub fn bpfcap_wr_kp(ctx: ProbeContext) -> u32 {
     if admit(kind::FILE_WRITE) {
-        remember(kind::FILE_WRITE, ctx.arg(0).unwrap_or(0));
+        remember(kind::FILE_WRITE, -1, ctx.arg(0).unwrap_or(0));
     }
     0
 }
@@ -173,7 +177,7 @@ pub fn bpfcap_wr_kp(ctx: ProbeContext) -> u32 {
 #[kretprobe]
 pub fn bpfcap_wr_krp(ctx: RetProbeContext) -> u32 {
     let ret: i64 = ctx.ret();
-    if let Some(file) = recall() {
+    if let Some((_, file)) = recall() {
         if ret >= 0 {
             emit_file(kind::FILE_WRITE, file, -1, None, Some(ret));
         }
@@ -204,33 +208,38 @@ pub fn bpfcap_wr_fx(ctx: FExitContext) -> u32 {
 /// the exit; also serves `file_permission` observed through these syscalls.
 #[inline(always)]
 fn rw_enter(ctx: &TracePointContext, k: u16, mask: u32) {
+    let fd = syscall_arg(ctx, 0) as i64;
+    let mut file = 0;
     if admit(kind::FILE_PERMISSION) {
-        let fd = syscall_arg(ctx, 0) as i64;
-        let file = file_of_fd(fd);
+        file = file_of_fd(fd);
         if file != 0 {
-            let Some(rec) = file_record(kind::FILE_PERMISSION) else { return };
-            rec.fd = fd as i32;
-            rec.flags = mask;
-            rec.hdr.flags |= flag::NO_BYTES;
-            fill_file_path(rec, file);
-            send_file(rec);
+            if let Some(rec) = file_record(kind::FILE_PERMISSION) {
+                rec.fd = fd as i32;
+                rec.flags = mask;
+                rec.hdr.flags |= flag::NO_BYTES;
+                fill_file_path(rec, file);
+                send_file(rec);
+            }
         }
     }
     if admit(k) {
-        remember(k, syscall_arg(ctx, 0));
+        remember(k, fd, file);
     }
 }
 
+/// A file found at the entry is the one the syscall used; looking it up again
+/// here would cost four kernel reads. (Either way, another thread closing the
+/// fd while the syscall runs can make the path another file's.)
 #[inline(always)]
 fn rw_exit(ctx: &TracePointContext, k: u16) {
-    let Some(fd) = recall() else { return };
+    let Some((fd, file)) = recall() else { return };
     let ret = syscall_arg(ctx, 0) as i64;
     if ret < 0 {
         return;
     }
-    let file = file_of_fd(fd as i64);
+    let file = if file != 0 { file } else { file_of_fd(fd) };
     if file != 0 {
-        emit_file(k, file, fd as i64, None, Some(ret));
+        emit_file(k, file, fd, None, Some(ret));
     }
 }
 

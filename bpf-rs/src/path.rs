@@ -123,8 +123,13 @@ static WALK: PerCpuArray<Walk> = PerCpuArray::with_max_entries(1, 0);
 #[inline(always)]
 pub fn fill_file_path(rec: &mut FileRecord, file: u64) {
     let path = file + off!(file_path) as u64;
-    let mnt = peek::<u64>(path, off!(path_mnt));
-    let dentry = peek::<u64>(path, off!(path_dentry));
+    // struct path is { mnt, dentry }: one read for both.
+    let (mnt, dentry) = if off!(path_dentry) == off!(path_mnt) + 8 {
+        let pair = peek::<[u64; 2]>(path, off!(path_mnt));
+        (pair[0], pair[1])
+    } else {
+        (peek::<u64>(path, off!(path_mnt)), peek::<u64>(path, off!(path_dentry)))
+    };
     if file == 0 || mnt == 0 || dentry == 0 {
         rec.hdr.flags |= flag::PATH_TRUNCATED;
         return;

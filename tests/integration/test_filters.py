@@ -174,6 +174,25 @@ async def test_comm_include_and_exclude(token: str, tmp_path: Path) -> None:
     assert [e.comm for e in events] == ["bpfcapkeep", "bpfcapkeep"]
 
 
+async def test_a_process_that_renames_itself_is_judged_by_its_new_comm(token: str, tmp_path: Path) -> None:
+    # The kernel caches comm decisions per CPU: a comm changed with prctl (here
+    # through /proc/self/comm) between two writes must change the decision.
+    marker = tmp_path / "out"
+    script = (
+        "import os, sys\n"
+        "f = open(sys.argv[1], 'wb', buffering=0)\n"
+        "for i in range(200): f.write(b'before')\n"
+        "open('/proc/self/comm', 'w').write('bpfcaprenamed')\n"
+        "for i in range(200): f.write(b'after')\n"
+    )
+    async with CaptureManager(FAST) as mgr, await mgr.subscribe([EventType.FILE_WRITE]) as sub:
+        await mgr.set_filter(EventFilter(comm=["bpfcaprenamed"]))
+        subprocess.run([sys.executable, "-c", script, str(marker)], check=True)
+        events = await events_until(sub, lambda seen: sum(e.path == str(marker) for e in seen) >= 200)
+        events += await drain_for(sub, 0.3)
+    mine = [e for e in events if e.path == str(marker)]
+    assert len(mine) == 200 and {(e.comm, e.bytes) for e in mine} == {("bpfcaprenamed", 5)}
+
 async def test_uid_filter_selects_a_child_run_as_another_user(token: str) -> None:
     async with CaptureManager(FAST) as mgr, await mgr.subscribe([EventType.PROCESS_EXEC]) as sub:
         await mgr.set_filter(EventFilter(uids=[65534]))

@@ -340,6 +340,8 @@ pub struct Settings {
     /// Rings in use (1, 2 or 4): CPU c writes to ring c % rings.
     pub rings: u32,
     pub _pad: u32,
+    /// Bytes of each ring in use (a load-time constant: no helper call to ask).
+    pub ring_bytes: u64,
 }
 
 /// Rings the programs can write to at most.
@@ -382,7 +384,8 @@ impl SockStateLayout {
 }
 
 impl Settings {
-    pub const DEFAULT: Self = Self { wakeup_bytes: 0, tp_sock: SockStateLayout::UNKNOWN, rings: 1, _pad: 0 };
+    pub const DEFAULT: Self =
+        Self { wakeup_bytes: 0, tp_sock: SockStateLayout::UNKNOWN, rings: 1, _pad: 0, ring_bytes: 1 << 20 };
 }
 
 /// `FilterConfig::fields` bits: which `EventFilter` fields constrain.
@@ -519,7 +522,7 @@ const _: () = {
     assert!(size_of::<ExitRecord>() == 88);
     assert!(size_of::<ForkRecord>() == 88);
     assert!(size_of::<Offsets>() == 51 * 4);
-    assert!(size_of::<Settings>() == 40);
+    assert!(size_of::<Settings>() == 48);
     assert!(size_of::<NetRecord>() == 128);
     assert!(offset_of!(FileRecord, data) == 104);
     assert!(size_of::<FilterConfig>() == 24 + 4 * kind::COUNT as usize + 8);

@@ -224,7 +224,13 @@ impl Capture {
         let tp_sock = tracefs::tracepoint_fields("sock", "inet_sock_set_state")
             .map(|f| tracefs::sock_state_layout(&f))
             .unwrap_or(SockStateLayout::UNKNOWN);
-        let settings = Settings { wakeup_bytes: config.wakeup_bytes, tp_sock, rings: config.rings, _pad: 0 };
+        let settings = Settings {
+            wakeup_bytes: config.wakeup_bytes,
+            tp_sock,
+            rings: config.rings,
+            _pad: 0,
+            ring_bytes: config.ring_size.into(),
+        };
         let mut loader = EbpfLoader::new();
         loader.override_global("OFFSETS", &offsets, true).override_global("SETTINGS", &settings, true);
         for (i, name) in RING_MAPS.iter().enumerate() {
@@ -306,10 +312,10 @@ impl Capture {
             self.kernel_btf = Btf::from_sys_fs().ok();
         }
         let id = self.next_probe_id;
-        let globals: [(&str, &[u8]); 2] =
-            [("OFFSETS", pod_bytes(&self.offsets)), ("SETTINGS", pod_bytes(&self.settings))];
         // A user probe's ring: as big as the main one, up to 4 MiB.
         let ring_size = self.ring_size.min(4 << 20);
+        let settings = Settings { ring_bytes: ring_size.into(), ..self.settings };
+        let globals: [(&str, &[u8]); 2] = [("OFFSETS", pod_bytes(&self.offsets)), ("SETTINGS", pod_bytes(&settings))];
         let probe =
             UserProbe::load(id, spec, BPF_OBJECT, &globals, ring_size, self.kernel_btf.as_ref(), self.btf.get())?;
         for r in &probe.rings {

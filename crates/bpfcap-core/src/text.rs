@@ -21,7 +21,8 @@ pub fn write_line(ev: &Event, wall_offset_ns: i64, out: &mut String) {
     let unix_ns = h.ts_ns as i64 + wall_offset_ns;
     let sod = unix_ns.div_euclid(1_000_000_000).rem_euclid(86_400);
     let micros = unix_ns.rem_euclid(1_000_000_000) / 1000;
-    let _ = write!(out, "{:02}:{:02}:{:02}.{micros:06} {:<15} ", sod / 3600, sod / 60 % 60, sod % 60, kind_name(h.kind));
+    let _ =
+        write!(out, "{:02}:{:02}:{:02}.{micros:06} {:<15} ", sod / 3600, sod / 60 % 60, sod % 60, kind_name(h.kind));
     if let Payload::Loss { count, reason, lost_kind } = &ev.payload {
         let what = lost_kind.map_or("all types", kind_name);
         let _ = writeln!(out, "{count} events lost ({reason}, {what})");

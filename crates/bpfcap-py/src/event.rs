@@ -6,8 +6,7 @@ use bpfcap_core::{
     clock,
     event::{kind_name, FieldValue, KIND_NAMES},
     json::{self, family_name},
-    text,
-    Event, Payload,
+    text, Event, Payload,
 };
 use pyo3::{
     prelude::*,
