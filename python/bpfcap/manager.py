@@ -239,9 +239,8 @@ class CaptureManager:
             self._close_subscriptions()
 
     def _close_subscriptions(self) -> None:
-        for sub in self._subs:
-            sub._close_stream()
-        self._subs.clear()
+        for sub in tuple(self._subs):
+            self._unsubscribe(sub)  # keeps its drop count for stats()
 
     async def __aenter__(self) -> CaptureManager:
         await self.start()

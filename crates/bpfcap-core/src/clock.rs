@@ -21,6 +21,13 @@ pub fn monotonic_ns() -> u64 {
 
 /// RFC 3339 in UTC with nanoseconds: `2026-11-25T21:35:09.123456789Z`.
 pub fn rfc3339(unix_ns: i64) -> String {
+    let mut out = Vec::with_capacity(30);
+    write_rfc3339(unix_ns, &mut out);
+    String::from_utf8(out).expect("ASCII")
+}
+
+/// Appends `rfc3339(unix_ns)` to `out`, without `core::fmt` (once per event).
+pub fn write_rfc3339(unix_ns: i64, out: &mut Vec<u8>) {
     let secs = unix_ns.div_euclid(1_000_000_000);
     let nanos = unix_ns.rem_euclid(1_000_000_000);
     let days = secs.div_euclid(86_400);
@@ -35,7 +42,23 @@ pub fn rfc3339(unix_ns: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{nanos:09}Z", sod / 3600, sod / 60 % 60, sod % 60)
+    let mut digits = |n: i64, width: usize, sep: u8| {
+        let mut n = n.unsigned_abs();
+        let mut buf = [b'0'; 9];
+        for d in buf[..width].iter_mut().rev() {
+            *d = b'0' + (n % 10) as u8;
+            n /= 10;
+        }
+        out.extend_from_slice(&buf[..width]);
+        out.push(sep);
+    };
+    digits(year, 4, b'-');
+    digits(month, 2, b'-');
+    digits(day, 2, b'T');
+    digits(sod / 3600, 2, b':');
+    digits(sod / 60 % 60, 2, b':');
+    digits(sod % 60, 2, b'.');
+    digits(nanos, 9, b'Z');
 }
 
 #[cfg(test)]

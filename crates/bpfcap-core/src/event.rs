@@ -134,9 +134,13 @@ impl Event {
     }
 
     /// `comm` up to its NUL, lossily decoded.
-    pub fn comm_str(&self) -> String {
+    pub fn comm(&self) -> std::borrow::Cow<'_, str> {
         let end = self.hdr.comm.iter().position(|&b| b == 0).unwrap_or(COMM_LEN);
-        String::from_utf8_lossy(&self.hdr.comm[..end]).into_owned()
+        String::from_utf8_lossy(&self.hdr.comm[..end])
+    }
+
+    pub fn comm_str(&self) -> String {
+        self.comm().into_owned()
     }
 
     /// A record of a user's own BPF object, delivered as it is.

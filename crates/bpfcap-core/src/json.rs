@@ -25,6 +25,8 @@ pub enum Value<'a> {
     Fields(&'a [(Arc<str>, FieldValue)]),
     /// Bytes, written as hex.
     Hex(&'a [u8]),
+    /// Nanoseconds since the Unix epoch, written as RFC 3339.
+    Time(i64),
 }
 
 fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> Value<'static>) -> Value<'static> {
@@ -48,7 +50,7 @@ pub fn visit<'a>(ev: &'a Event, wall_offset_ns: i64, f: &mut impl FnMut(&'static
     let h = &ev.hdr;
     f("type", Value::Str(kind_name(h.kind)));
     f("ts_ns", Value::UInt(h.ts_ns));
-    f("time", Value::String(clock::rfc3339(h.ts_ns as i64 + wall_offset_ns)));
+    f("time", Value::Time(h.ts_ns as i64 + wall_offset_ns));
     if let Payload::Loss { count, reason, lost_kind } = &ev.payload {
         f("count", Value::UInt(*count));
         f("reason", Value::Str(reason));
@@ -60,7 +62,10 @@ pub fn visit<'a>(ev: &'a Event, wall_offset_ns: i64, f: &mut impl FnMut(&'static
     f("ppid", Value::UInt(h.ppid.into()));
     f("uid", Value::UInt(h.uid.into()));
     f("gid", Value::UInt(h.gid.into()));
-    f("comm", Value::String(ev.comm_str()));
+    f("comm", match ev.comm() {
+        std::borrow::Cow::Borrowed(c) => Value::Str(c),
+        std::borrow::Cow::Owned(c) => Value::String(c),
+    });
     f("cgroup_id", Value::UInt(h.cgroup_id));
     let cg = ev.meta.cgroup.as_deref();
     f("container_id", cg.and_then(|c| c.container_id.as_deref()).map_or(Value::Null, Value::Str));
@@ -138,8 +143,10 @@ pub fn write_event(ev: &Event, wall_offset_ns: i64, out: &mut Vec<u8>) {
             out.push(b',');
         }
         first = false;
-        write_str(out, key);
-        out.push(b':');
+        // (keys are ours: nothing in them to escape)
+        out.push(b'"');
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":");
         write_value(out, &value);
     });
     out.extend_from_slice(b"}\n");
@@ -149,12 +156,17 @@ fn write_value(out: &mut Vec<u8>, v: &Value<'_>) {
     match v {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Value::Int(i) => write_num(out, *i),
-        Value::UInt(u) => write_num(out, *u),
+        Value::Int(i) => write_int(out, *i),
+        Value::UInt(u) => write_uint(out, *u),
+        Value::Time(t) => {
+            out.push(b'"');
+            clock::write_rfc3339(*t, out);
+            out.push(b'"');
+        }
         Value::Str(s) => write_str(out, s),
         Value::String(s) => write_str(out, s),
         Value::Strs(items) => write_list(out, items.iter(), |out, s| write_str(out, s)),
-        Value::UInts(items) => write_list(out, items.iter(), |out, u| write_num(out, *u)),
+        Value::UInts(items) => write_list(out, items.iter(), |out, u| write_uint(out, *u)),
         Value::Hex(bytes) => {
             out.push(b'"');
             for b in *bytes {
@@ -171,10 +183,10 @@ fn write_value(out: &mut Vec<u8>, v: &Value<'_>) {
                 write_str(out, name);
                 out.push(b':');
                 match value {
-                    FieldValue::Int(i) => write_num(out, *i),
-                    FieldValue::UInt(u) => write_num(out, *u),
+                    FieldValue::Int(i) => write_int(out, *i),
+                    FieldValue::UInt(u) => write_uint(out, *u),
                     FieldValue::Str(s) => write_str(out, s),
-                    FieldValue::Bytes(b) => write_list(out, b.iter(), |out, b| write_num(out, *b)),
+                    FieldValue::Bytes(b) => write_list(out, b.iter(), |out, b| write_uint(out, (*b).into())),
                     FieldValue::Missing => out.extend_from_slice(b"null"),
                 }
             }
@@ -206,16 +218,40 @@ fn write_list<T>(out: &mut Vec<u8>, items: impl Iterator<Item = T>, mut one: imp
     out.push(b']');
 }
 
-fn write_num(out: &mut Vec<u8>, n: impl std::fmt::Display) {
-    struct W<'a>(&'a mut Vec<u8>);
-    impl std::fmt::Write for W<'_> {
-        fn write_str(&mut self, s: &str) -> std::fmt::Result {
-            self.0.extend_from_slice(s.as_bytes());
-            Ok(())
+/// Decimal digits without `core::fmt` (a dozen numbers per event).
+pub fn write_uint(out: &mut Vec<u8>, mut n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
         }
     }
-    let _ = write!(W(out), "{n}");
+    out.extend_from_slice(&buf[i..]);
 }
+
+fn write_int(out: &mut Vec<u8>, n: i64) {
+    if n < 0 {
+        out.push(b'-');
+    }
+    write_uint(out, n.unsigned_abs());
+}
+
+/// Bytes a JSON string must escape: quote, backslash, control characters.
+static NEEDS_ESCAPE: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 0x20 {
+        t[i] = true;
+        i += 1;
+    }
+    t[b'"' as usize] = true;
+    t[b'\\' as usize] = true;
+    t
+};
 
 /// A JSON string: quotes, backslashes and control characters escaped as
 /// RFC 8259 asks; everything else as its UTF-8 bytes (as orjson writes them).
@@ -224,6 +260,9 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
+        if !NEEDS_ESCAPE[b as usize] {
+            continue;
+        }
         let esc: &[u8] = match b {
             b'"' => b"\\\"",
             b'\\' => b"\\\\",
@@ -232,8 +271,7 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
             b'\t' => b"\\t",
             0x08 => b"\\b",
             0x0c => b"\\f",
-            0..=0x1f => b"",
-            _ => continue,
+            _ => b"",
         };
         out.extend_from_slice(&bytes[start..i]);
         if esc.is_empty() {
@@ -265,6 +303,20 @@ mod tests {
             },
             meta: Default::default(),
         }
+    }
+
+    #[test]
+    fn numbers_are_written_in_decimal() {
+        let mut out = Vec::new();
+        for n in [0i64, 7, -5, i64::MIN, i64::MAX] {
+            write_int(&mut out, n);
+            out.push(b' ');
+        }
+        write_uint(&mut out, u64::MAX);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            format!("0 7 -5 {} {} {}", i64::MIN, i64::MAX, u64::MAX)
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod error;
 pub mod event;
 pub mod filter;
 pub mod json;
+pub mod lines;
 pub mod merge;
 pub mod offsets;
 pub mod probes;

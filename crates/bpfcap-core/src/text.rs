@@ -30,7 +30,7 @@ pub fn write_line(ev: &Event, wall_offset_ns: i64, out: &mut String) {
     }
     let _ = write!(out, "{:>7} {:>7} ", h.pid, h.ppid);
     let start = out.len();
-    clean(out, &ev.comm_str());
+    clean(out, &ev.comm());
     let width = out[start..].chars().count();
     out.extend(std::iter::repeat_n(' ', 17usize.saturating_sub(width)));
     detail(ev, out);

@@ -56,6 +56,7 @@ fn value_object<'py>(py: Python<'py>, v: json::Value<'_>) -> PyResult<Bound<'py,
         V::Strs(items) => PyList::new(py, items)?.into_any(),
         V::UInts(items) => PyList::new(py, items)?.into_any(),
         V::Fields(fields) => fields_dict(py, fields)?.into_any(),
+        V::Time(t) => clock::rfc3339(t).into_pyobject(py)?.into_any(),
         V::Hex(bytes) => bytes.iter().map(|b| format!("{b:02x}")).collect::<String>().into_pyobject(py)?.into_any(),
     })
 }
@@ -63,13 +64,54 @@ fn value_object<'py>(py: Python<'py>, v: json::Value<'_>) -> PyResult<Bound<'py,
 /// A batch of events as JSON lines, in one bytes object (what `bpfcap run` writes).
 #[pyfunction]
 pub fn encode_json<'py>(py: Python<'py>, batch: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyBytes>> {
-    let mut out = Vec::with_capacity(batch.len() * 400);
+    with_buffer(|out| {
+        for item in batch.iter() {
+            let ev = item.cast::<PyEvent>()?;
+            let ev = ev.get();
+            json::write_event(&ev.ev, ev.wall_offset_ns, out);
+        }
+        Ok(PyBytes::new(py, out))
+    })
+}
+
+/// Events of a batch by type name, and the events its loss notices announce.
+#[pyfunction]
+pub fn tally<'py>(py: Python<'py>, batch: &Bound<'py, PyList>) -> PyResult<(Bound<'py, PyDict>, u64)> {
+    let mut counts = [0u64; KIND_NAMES.len()];
+    let mut lost = 0;
     for item in batch.iter() {
-        let ev = item.cast::<PyEvent>()?;
-        let ev = ev.get();
-        json::write_event(&ev.ev, ev.wall_offset_ns, &mut out);
+        let ev = &item.cast::<PyEvent>()?.get().ev;
+        match &ev.payload {
+            Payload::Loss { count, .. } => lost += count,
+            _ => {
+                if let Some(i) = KIND_NAMES.iter().position(|(k, _)| *k == ev.hdr.kind) {
+                    counts[i] += 1;
+                }
+            }
+        }
     }
-    Ok(PyBytes::new(py, &out))
+    let d = PyDict::new(py);
+    for (i, n) in counts.iter().enumerate().filter(|(_, n)| **n > 0) {
+        d.set_item(KIND_NAMES[i].1, n)?;
+    }
+    Ok((d, lost))
+}
+
+/// A buffer kept between batches: a fresh one would be page-faulted in for
+/// every batch (megabytes each).
+fn with_buffer<T>(f: impl FnOnce(&mut Vec<u8>) -> PyResult<T>) -> PyResult<T> {
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUF.with(|b| {
+        let mut buf = b.take();
+        buf.clear();
+        let r = f(&mut buf);
+        if buf.capacity() <= 64 << 20 {
+            b.replace(buf); // (a huge one is let go)
+        }
+        r
+    })
 }
 
 /// A batch of events as text lines (`--format text`), in one bytes object.

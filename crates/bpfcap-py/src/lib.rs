@@ -423,6 +423,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEvent>()?;
     m.add_function(wrap_pyfunction!(event::encode_json, m)?)?;
     m.add_function(wrap_pyfunction!(event::encode_text, m)?)?;
+    m.add_function(wrap_pyfunction!(event::tally, m)?)?;
     m.add_function(wrap_pyfunction!(decode_records, m)?)?;
     m.add_function(wrap_pyfunction!(redact_argv, m)?)?;
     m.add_function(wrap_pyfunction!(loss_event, m)?)?;
