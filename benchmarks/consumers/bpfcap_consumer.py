@@ -9,13 +9,16 @@ with policy="block" that never reads: the reader falls behind for good, the
 kernel ring fills and counts what it cannot hold), `drain-events` and
 `drain-batches` (the same stalled subscriber while the workload fills a big
 ring; on a line on stdin it starts reading, and times receiving every event
-with `async for event` or `batches()`). Captures file_write events
+with `async for event` or `batches()`), `drain-json` and `drain-text`
+(likewise, receiving `Lines` and writing them out as `bpfcap run -o FILE`
+does: to a new file in the directory $BPFCAP_BENCH_DIR, or to /dev/null). Captures file_write events
 of PID; prints `ready` once attached; when stdin closes it ends the capture
 (what is in the ring is still delivered) and prints one JSON line.
 """
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 import time
@@ -49,7 +52,10 @@ async def main() -> None:
     delays: list[int] = []
     rss: list[int] = []
     done_at = None
-    stalled = {"policy": "block", "max_batches": 1} if mode in ("stalled", "drain-events", "drain-batches") else {}
+    draining = mode.startswith("drain-")
+    stalled = {"policy": "block", "max_batches": 1} if mode == "stalled" or draining else {}
+    if mode in ("drain-json", "drain-text"):
+        stalled["lines"] = mode[6:]
     async with CaptureManager(cfg) as mgr, await mgr.subscribe([EventType.FILE_WRITE], **stalled) as sub:  # type: ignore[arg-type]
         await mgr.set_filter(EventFilter(pids=[pid]))
         print("ready", flush=True)
@@ -65,7 +71,7 @@ async def main() -> None:
                     rss.append(rss_kib())
                     await anyio.sleep(1)
 
-            if mode not in ("stalled", "drain-events", "drain-batches"):
+            if mode != "stalled" and not draining:
                 tg.start_soon(stop_on_eof)
             if mode == "rss":
                 tg.start_soon(sample_rss)
@@ -74,7 +80,20 @@ async def main() -> None:
             elif mode.startswith("drain-"):
                 await anyio.to_thread.run_sync(sys.stdin.readline)
                 cpu0, t0 = cpu(), time.monotonic()
-                if mode == "drain-batches":
+                if "lines" in stalled:
+                    where = os.environ.get("BPFCAP_BENCH_DIR")
+                    path = os.path.join(where, "events") if where else os.devnull
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_EXCL if where else 0), 0o600)
+                    async for lines in sub.batches():
+                        view = memoryview(lines.data)
+                        while view:
+                            view = view[os.write(fd, view):]
+                        delivered += lines.counts.get("file_write", 0)
+                        checksum += len(lines.data)
+                        if delivered >= calls:
+                            break
+                    os.close(fd)
+                elif mode == "drain-batches":
                     async for b in sub.batches():
                         for e in b:
                             if e.type_id == FILE_WRITE:

@@ -26,7 +26,7 @@ from .events import EventType
 from .filters import EventFilter
 from .manager import CaptureManager, Subscription
 from .programs import BPFProgSpec, SupportedProbes
-from .ringbuffer import RingBufferManager, RingBufferStats
+from .ringbuffer import Lines, RingBufferManager, RingBufferStats
 from .session import CommandNotFound, Session, Summary
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "EventFilter",
     "EventType",
     "KernelFeatureError",
+    "Lines",
     "PerformanceConfig",
     "PrivilegeError",
     "RingBufferManager",

@@ -17,9 +17,9 @@ from .config import PerformanceConfig
 from .errors import BpfcapError, ConfigError, UnknownProbeError
 from .events import EventType, parse_types
 from .filters import EventFilter
-from .manager import CaptureManager, Subscription
+from .manager import Batch, CaptureManager, Subscription
 from .outputs import Output, OutputError, open_output
-from .ringbuffer import RingBufferStats
+from .ringbuffer import Lines, RingBufferStats
 from .session import CommandNotFound
 
 PROCESS_TYPES = frozenset({EventType.PROCESS_EXEC, EventType.PROCESS_EXIT, EventType.PROCESS_FORK})
@@ -39,12 +39,14 @@ def output_for(args: argparse.Namespace, flag: str, path: Optional[str], default
     return open_output(path, default, what=flag, append=args.append, force=args.force)
 
 
-def make_writer(out: Output, fmt: str) -> Callable[[list[Any]], None]:
-    """Writes a batch as JSON lines or text lines, encoded natively in one bytes object."""
-    encode = _native.encode_text if fmt == "text" else _native.encode_json
+def make_writer(out: Output, fmt: str) -> Callable[[Batch], Lines]:
+    """Writes a batch as JSON lines or text lines, encoded natively in one bytes
+    object (a ``Lines`` batch already is); returns what it wrote."""
 
-    def write(batch: list[Any]) -> None:
-        out.write(encode(batch))
+    def write(batch: Batch) -> Lines:
+        lines = batch if isinstance(batch, Lines) else Lines.encode(batch, fmt)
+        out.write(lines.data)
+        return lines
     return write
 
 
@@ -56,12 +58,11 @@ class Counter:
         self.total = 0
         self.lost = 0
 
-    def add(self, batch: list[Any]) -> None:
-        by_type, lost = _native.tally(batch)  # natively: no Python work per event
-        for name, n in by_type.items():
+    def add(self, batch: Lines) -> None:
+        for name, n in batch.counts.items():
             self.by_type[name] = self.by_type.get(name, 0) + n
             self.total += n
-        self.lost += lost
+        self.lost += batch.lost
 
     def summary(self) -> str:
         parts = ", ".join(f"{k}: {v}" for k, v in sorted(self.by_type.items()))
@@ -156,9 +157,11 @@ async def cmd_run(args: argparse.Namespace) -> int:
     try:
         # The only reader: when the output falls behind, the pump waits and the
         # kernel ring absorbs (then counts what it cannot hold), rather than
-        # decoding events only to drop them.
+        # decoding events only to drop them. Lines are written natively, unless
+        # --max-events must cut a batch at an event.
+        lines = args.format if args.max_events is None else None
         async with CaptureManager(cfg, redact_secrets=args.redact) as mgr, \
-                await mgr.subscribe(types, policy="block") as sub:
+                await mgr.subscribe(types, policy="block", lines=lines) as sub:
             if event_filter != EventFilter():
                 await mgr.set_filter(event_filter)
             async with anyio.create_task_group() as tg:
@@ -192,15 +195,13 @@ def format_stats(st: RingBufferStats) -> str:
     )
 
 
-async def stream(sub: Subscription, write: Callable[[list[Any]], None], counter: Counter, max_events: Optional[int]) -> None:
+async def stream(sub: Subscription, write: Callable[[Batch], Lines], counter: Counter, max_events: Optional[int]) -> None:
     async for batch in sub.batches():
         if max_events is not None and counter.total + len(batch) >= max_events:
-            batch = batch[: max_events - counter.total]
-            counter.add(batch)
-            write(batch)
+            assert not isinstance(batch, Lines)  # (with --max-events, run asks for events)
+            counter.add(write(batch[: max_events - counter.total]))
             return
-        counter.add(batch)
-        write(batch)
+        counter.add(write(batch))
 
 
 async def ignore_sigint(*, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:

@@ -7,6 +7,9 @@ memory-object stream. A subscriber whose queue is full loses the batch (the
 default, ``policy="drop"``: nobody else is slowed) or makes the reader wait
 (``policy="block"``: the kernel ring absorbs it, then counts its losses).
 Losses are never silent: subscribers receive in-band ``loss`` events.
+A subscriber made with ``lines="json"`` (or ``"text"``) receives ``Lines``
+batches instead of event lists; when it is the only subscriber, the pump has
+them written natively without making a Python object per event.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from types import TracebackType
-from typing import Any, Iterable, Literal, Optional, Sequence
+from typing import Any, Iterable, Literal, Optional, Sequence, Union
 
 import anyio
 import anyio.abc
@@ -26,31 +29,43 @@ from .errors import ClosedError, ConfigError, UnknownProbeError
 from .events import EventType, TypeLike, parse_types
 from .filters import EventFilter
 from .programs import BPFProgSpec
-from .ringbuffer import RingBufferManager, RingBufferStats
+from .ringbuffer import Lines, RingBufferManager, RingBufferStats
 from .session import Session
 
 __all__ = ["CaptureManager", "Subscription"]
 
-Batch = list  # list[Event]
+Batch = Union[list[Any], Lines]  # events, or Lines for a subscriber made with lines=
 Policy = Literal["drop", "block"]
+LineFormat = Literal["json", "text"]
 _names = itertools.count(1)
 # The kernel never makes loss events: a filter on them lets nothing through.
 NOTHING = EventFilter(event_types=(EventType.LOSS,))
+# At stop, how long blocking subscribers are waited for (seconds) while what
+# the rings still hold is handed out; a reader that left costs no more.
+FINAL_WAIT = 5.0
 
 
 class Subscription:
     """Events of the requested types, in kernel order.
 
     ``async for event in sub`` yields events; ``async for batch in sub.batches()``
-    yields lists of them. Use ``async with`` (or ``aclose()``) to unsubscribe.
+    yields lists of them. With ``lines``, both yield ``Lines`` batches.
+    Use ``async with`` (or ``aclose()``) to unsubscribe.
     """
 
     def __init__(
-        self, manager: CaptureManager, types: frozenset[EventType], max_batches: int, policy: Policy, name: str
+        self,
+        manager: CaptureManager,
+        types: frozenset[EventType],
+        max_batches: int,
+        policy: Policy,
+        name: str,
+        lines: Optional[LineFormat] = None,
     ) -> None:
         self.types = types
         self.policy = policy
         self.name = name
+        self.lines = lines
         self._manager = manager
         self._type_ids = frozenset(int(t) for t in types)
         send, recv = anyio.create_memory_object_stream[Batch](max_batches)
@@ -58,6 +73,7 @@ class Subscription:
         self._recv: MemoryObjectReceiveStream[Batch] = recv
         self._current: Iterable[Any] = iter(())
         self._pending_loss = 0
+        self._unsent: Optional[Batch] = None
         self.delivered = 0
         self.dropped = 0
         self.dropped_batches = 0
@@ -68,7 +84,7 @@ class Subscription:
         """Queues a batch without waiting; counts it as dropped if the queue is full."""
         n = len(batch)
         if self._pending_loss:
-            batch = [_native.loss_event(self._pending_loss, "subscriber_queue_full"), *batch]
+            batch = _join(self._loss_notice(), batch)
         try:
             self._send.send_nowait(batch)
         except anyio.WouldBlock:
@@ -86,10 +102,17 @@ class Subscription:
         that drops at the end of a burst are told even if no batch follows."""
         if self._pending_loss:
             try:
-                self._send.send_nowait([_native.loss_event(self._pending_loss, "subscriber_queue_full")])
+                self._send.send_nowait(self._loss_notice())
             except (anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError):
                 return
             self._pending_loss = 0
+
+    def _loss_notice(self) -> Batch:
+        notice = [_native.loss_event(self._pending_loss, "subscriber_queue_full")]
+        return Lines.encode(notice, self.lines) if self.lines else notice
+
+    def _batch_of(self, events: list[Any]) -> Batch:
+        return Lines.encode(events, self.lines) if self.lines else events
 
     async def _put(self, batch: Batch) -> None:
         """Queues a batch, waiting for room (``policy="block"``)."""
@@ -98,7 +121,7 @@ class Subscription:
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
             self._manager._unsubscribe(self)
         except anyio.get_cancelled_exc_class():
-            self.dropped += len(batch)  # the capture stopped while it waited for room
+            self._unsent = batch  # the capture is stopping: its last drain hands it out
             raise
         else:
             self.delivered += len(batch)
@@ -112,12 +135,15 @@ class Subscription:
         return self
 
     async def __anext__(self) -> Any:
+        if self.lines:
+            return await _Batches(self).__anext__()
         for event in self._current:
             return event
         try:
             batch = await self.receive_batch()
         except anyio.EndOfStream:
             raise StopAsyncIteration from None
+        assert not isinstance(batch, Lines)
         self._current = iter(batch)
         return next(self._current)
 
@@ -145,6 +171,13 @@ class Subscription:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+def _join(a: Batch, b: Batch) -> Batch:
+    if isinstance(a, Lines) and isinstance(b, Lines):
+        return a + b
+    assert isinstance(a, list) and isinstance(b, list)  # a subscriber's batches are all of one kind
+    return a + b
 
 
 class _Batches:
@@ -264,6 +297,7 @@ class CaptureManager:
         policy: Policy = "drop",
         max_batches: Optional[int] = None,
         name: Optional[str] = None,
+        lines: Optional[LineFormat] = None,
     ) -> Subscription:
         """Subscribe to events of ``types`` (all process events if None), attaching their probes.
 
@@ -271,10 +305,15 @@ class CaptureManager:
         batches) is full, new batches are dropped for it alone and counted;
         ``"block"``: the reader waits for room instead (the kernel ring then
         fills, and what it cannot hold is counted as lost in the kernel).
+        ``lines="json"`` or ``"text"``: receive ``Lines`` batches (one line per
+        event in one bytes object, as ``bpfcap run`` writes them, with counts
+        by type) instead of event lists: the cheapest way to write events out.
         """
         native = self._require()
         if policy not in ("drop", "block"):
             raise ConfigError(f"invalid policy = {policy!r}: must be 'drop' or 'block'")
+        if lines not in (None, "json", "text"):
+            raise ConfigError(f"invalid lines = {lines!r}: must be None, 'json' or 'text'")
         size = self._queue_batches if max_batches is None else max_batches
         if isinstance(size, bool) or not isinstance(size, int) or size < 1:
             raise ConfigError(f"invalid max_batches = {size!r}: must be an integer from 1")
@@ -283,7 +322,7 @@ class CaptureManager:
         )
         kinds = [int(t) for t in sorted(wanted) if t not in (EventType.LOSS, EventType.PROBE)]  # no probe of their own
         await anyio.to_thread.run_sync(native.enable_kinds, kinds)
-        sub = Subscription(self, wanted, size, policy, name or f"subscriber-{next(_names)}")
+        sub = Subscription(self, wanted, size, policy, name or f"subscriber-{next(_names)}", lines)
         self._subs.append(sub)
         return sub
 
@@ -428,8 +467,7 @@ class CaptureManager:
             with anyio.CancelScope() as self._pump_scope:
                 while not self._stop_requested:
                     await rings.wait()
-                    for batch in rings.drain():
-                        await self._dispatch(batch)
+                    await self._drain()
                     for sub in tuple(self._subs):
                         sub._flush_loss()
                     await anyio.lowlevel.checkpoint()
@@ -437,11 +475,37 @@ class CaptureManager:
             # Whatever ended the pump, hand out what the rings still hold, then
             # end the subscriptions so their readers finish.
             with anyio.CancelScope(shield=True):
-                for batch in rings.drain():
-                    await self._dispatch(batch, waiting=False)
+                # Blocking subscribers still get all of it while they read...
+                with anyio.move_on_after(FINAL_WAIT):
+                    await self._drain(final=True)
+                # ...up to a point: then what is left is offered (and counted if no room).
+                await self._drain(waiting=False, final=True)
             self._close_subscriptions()
 
-    async def _dispatch(self, batch: Batch, waiting: bool = True) -> None:
+    async def _drain(self, waiting: bool = True, final: bool = False) -> None:
+        """Drains the rings and hands out what they held (after what a stop
+        interrupted). The only subscriber, if it wants lines, gets them written
+        natively (no Python object per event)."""
+        for sub in tuple(self._subs):
+            if sub._unsent is not None:
+                batch, sub._unsent = sub._unsent, None
+                await self._deliver(sub, batch, waiting)
+        sub = self._subs[0] if len(self._subs) == 1 else None
+        if sub is not None and sub.lines:
+            for lines in self._rings.drain_lines(sub.lines, sub._type_ids, final=final):
+                if sub in self._subs:
+                    await self._deliver(sub, lines, waiting)
+        else:
+            for batch in self._rings.drain(final=final):
+                await self._dispatch(batch, waiting)
+
+    async def _deliver(self, sub: Subscription, batch: Batch, waiting: bool) -> None:
+        if sub.policy == "block" and waiting:
+            await sub._put(batch)
+        else:
+            sub._offer(batch)
+
+    async def _dispatch(self, batch: list[Any], waiting: bool = True) -> None:
         """Hands each subscriber the events of its types (loss notices of them too)."""
         present = {e.type_id for e in batch}
         loss_only = present == {EventType.LOSS}
@@ -455,9 +519,5 @@ class CaptureManager:
                 continue
             else:
                 part = [e for e in batch if e.type_id in ids]
-            if not part:
-                continue
-            if sub.policy == "block" and waiting:
-                await sub._put(part)
-            else:
-                sub._offer(part)
+            if part:
+                await self._deliver(sub, sub._batch_of(part), waiting)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import anyio
 
@@ -22,7 +22,7 @@ from .config import PerformanceConfig
 from .errors import ClosedError
 from .events import EventType
 
-__all__ = ["RingBufferManager", "RingBufferStats"]
+__all__ = ["Lines", "RingBufferManager", "RingBufferStats"]
 
 Event = _native.Event
 # How often the kernel's drop and loss counters are read (seconds).
@@ -69,6 +69,37 @@ class RingBufferStats:
         d["lost_by_cpu"] = list(self.lost_by_cpu)
         d["fill_ratio"] = round(self.fill_ratio, 4)
         return d
+
+
+@dataclasses.dataclass(frozen=True)
+class Lines:
+    """A batch written out as lines, JSON or text (what ``bpfcap run`` writes),
+    made natively without a Python object per event: what a subscriber made
+    with ``lines=`` receives."""
+
+    data: bytes
+    """One line per event (loss notices included), each ending in a newline."""
+    counts: dict[str, int]
+    """The batch's events by type name (loss notices not included)."""
+    lost: int = 0
+    """The events the batch's loss notices announce."""
+
+    @classmethod
+    def encode(cls, events: list[Any], fmt: str) -> Lines:
+        return cls(*_native.encode_lines(events, fmt))
+
+    def __add__(self, other: Lines) -> Lines:
+        counts = dict(self.counts)
+        for name, n in other.counts.items():
+            counts[name] = counts.get(name, 0) + n
+        return Lines(self.data + other.data, counts, self.lost + other.lost)
+
+    def __len__(self) -> int:
+        """The events in the batch (as ``len`` of an event list counts them)."""
+        return sum(self.counts.values())
+
+    def __bool__(self) -> bool:
+        return bool(self.data)
 
 
 class RingBufferManager:
@@ -141,26 +172,46 @@ class RingBufferManager:
             await anyio.wait_readable(native.fileno())
         native.take_wakeups()
 
-    def drain(self) -> list[list[Any]]:
-        """Everything pending, decoded, in batches of at most ``batch_size``;
-        loss notices (ring full, sampled out, rate limited) are added as
-        ``loss`` events when the kernel's counters grew."""
+    def drain(self, *, final: bool = False) -> Iterator[list[Any]]:
+        """Everything pending, decoded, in batches of at most ``batch_size``,
+        each taken from the rings only when the previous one was consumed (what
+        is not asked for stays in the rings); loss notices (ring full, sampled
+        out, rate limited) follow as ``loss`` events when the kernel's counters
+        grew (checked every LOSS_CHECK_INTERVAL, and always when ``final``)."""
         native = self.native
         size = self.config.batch_size
-        batches = []
         while True:
             batch = native.drain(size)
             if batch:
-                batches.append(batch)
+                yield batch
             if len(batch) < size:
                 break
+        notices = self._notices_due(final)
+        if notices:
+            yield notices
+
+    def drain_lines(self, fmt: str, types: Iterable[int], *, final: bool = False) -> Iterator[Lines]:
+        """As ``drain``, for the events of ``types`` only, each batch written as
+        lines of ``fmt`` ("json" or "text") natively."""
+        native = self.native
+        size = self.config.batch_size
+        kinds = sorted(int(t) for t in types)
+        while True:
+            data, counts, lost, taken = native.drain_lines(size, fmt, kinds)
+            if data:
+                yield Lines(data, counts, lost)
+            if taken < size:
+                break
+        notices = [e for e in self._notices_due(final) if e.lost_type_id in kinds]
+        if notices:
+            yield Lines.encode(notices, fmt)
+
+    def _notices_due(self, final: bool) -> list[Any]:
         now = time.monotonic()
-        if now >= self._next_loss_check:
-            self._next_loss_check = now + LOSS_CHECK_INTERVAL
-            notices = self.loss_notices()
-            if notices:
-                batches.append(notices)
-        return batches
+        if now < self._next_loss_check and not final:
+            return []
+        self._next_loss_check = now + LOSS_CHECK_INTERVAL
+        return self.loss_notices()
 
     async def poll(self, timeout: Optional[float] = None) -> list[Any]:
         """Waits as ``wait`` does, then returns every pending event (and loss

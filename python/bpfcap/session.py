@@ -15,7 +15,7 @@ import math
 import os
 import shutil
 import signal
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence, cast
 
 import anyio
 import anyio.abc
@@ -293,7 +293,8 @@ class Session:
                 with anyio.move_on_after(0.05):
                     # Only this session's events (and loss notices): other
                     # subscribers' probes may have filled the rings before.
-                    batch = [e for e in await sub.receive_batch() if e.session == label or e.type_id == EventType.LOSS]
+                    events = cast(list[Any], await sub.receive_batch())  # (it asked for events, not lines)
+                    batch = [e for e in events if e.session == label or e.type_id == EventType.LOSS]
                     for e in batch:
                         summary.add(e)
                         t = e.type_id

@@ -10,7 +10,9 @@ from typing import Any
 import anyio
 import pytest
 
-from bpfcap import CaptureManager, EventFilter, EventType, PerformanceConfig, RingBufferManager
+import orjson
+
+from bpfcap import CaptureManager, ConfigError, EventFilter, EventType, Lines, PerformanceConfig, RingBufferManager
 
 pytestmark = pytest.mark.anyio
 NOTHING = EventFilter(event_types=(EventType.LOSS,))
@@ -181,3 +183,60 @@ async def test_stop_does_not_wait_for_a_blocking_subscriber_that_never_reads() -
             # The pump now waits for room in `sub`'s queue; leaving must not hang.
         assert sub.dropped > 0 or sub.delivered > 0
         await sub.aclose()
+
+
+async def test_a_lines_subscriber_gets_every_event_even_what_is_pending_at_stop() -> None:
+    # A blocking subscriber that reads slowly: at stop, its queue and the ring
+    # still hold most of the events; they are handed out, not dropped.
+    cfg = PerformanceConfig(ring_buffer_size=64 << 20, batch_size=512, poll_interval=0.005)
+    async with CaptureManager(cfg) as mgr:
+        await mgr.set_filter(NOTHING)
+        sub = await mgr.subscribe([EventType.FILE_WRITE], policy="block", max_batches=4, lines="json")
+        w = await follow(mgr, 60_000)
+        data: list[bytes] = []
+        counted = lost = 0
+        async with anyio.create_task_group() as tg:
+            async def read() -> None:
+                nonlocal counted, lost
+                async for lines in sub.batches():
+                    assert isinstance(lines, Lines)
+                    data.append(lines.data)
+                    counted += lines.counts.get("file_write", 0)
+                    lost += lines.lost
+                    await anyio.sleep(0.01)
+            tg.start_soon(read)
+            await anyio.to_thread.run_sync(w.run)
+            mgr.request_stop()
+        st = mgr.stats()
+    events = [orjson.loads(line) for line in b"".join(data).splitlines()]
+    writes_ = [e for e in events if e["type"] == "file_write"]
+    assert counted == len(writes_) == w.events and lost == 0
+    assert {e["pid"] for e in writes_} == {w.pid} and writes_[-1]["fd"] == 1  # its last: "done" to stdout
+    assert st.lost_in_kernel == 0 and sum(st.dropped_at_subscribers.values()) == 0
+
+
+async def test_lines_and_event_subscribers_side_by_side_get_the_same_events() -> None:
+    cfg = PerformanceConfig(ring_buffer_size=16 << 20, batch_size=256, poll_interval=0.005)
+    async with CaptureManager(cfg) as mgr:
+        await mgr.set_filter(NOTHING)
+        text = await mgr.subscribe([EventType.FILE_WRITE], policy="block", lines="text")
+        plain = await mgr.subscribe([EventType.FILE_WRITE], policy="block")
+        w = await follow(mgr, 5_000)
+        lines: list[bytes] = []
+        pids: list[int] = []
+        async with anyio.create_task_group() as tg:
+            async def read_text() -> None:
+                async for batch in text.batches():
+                    lines.extend(batch.data.splitlines())
+            async def read_plain() -> None:
+                async for batch in plain.batches():
+                    pids.extend(e.pid for e in batch if e.type_id == EventType.FILE_WRITE)
+            tg.start_soon(read_text)
+            tg.start_soon(read_plain)
+            await anyio.to_thread.run_sync(w.run)
+            mgr.request_stop()
+    assert len(pids) == len(lines) == w.events
+    assert all(line.split()[1] == b"file_write" and int(line.split()[2]) == w.pid for line in lines)
+    with pytest.raises(ConfigError, match="invalid lines = 'xml'"):
+        async with CaptureManager(cfg) as mgr:
+            await mgr.subscribe([EventType.FILE_WRITE], lines="xml")  # type: ignore[arg-type]

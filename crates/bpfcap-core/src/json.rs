@@ -2,7 +2,7 @@
 //! builds `to_dict` from [`visit`], and [`write_event`] writes JSON lines from
 //! it natively, a whole batch into one buffer (no Python object per event).
 
-use std::{fmt::Write as _, net::IpAddr, sync::Arc};
+use std::{net::IpAddr, sync::Arc};
 
 use bpfcap_common::kind;
 

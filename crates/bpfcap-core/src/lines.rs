@@ -1,7 +1,10 @@
 //! Batches of events as lines in one buffer, JSON or text: what `bpfcap run`
 //! writes, made without a Python object per event.
 
-use crate::{event::Event, json, text};
+use crate::{
+    event::{Event, Payload, KIND_NAMES},
+    json, text,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -31,5 +34,33 @@ pub fn write<'a>(events: impl IntoIterator<Item = &'a Event>, format: Format, wa
                 out.extend_from_slice(line.as_bytes());
             }
         }
+    }
+}
+
+/// Events by type (indexed as [`KIND_NAMES`]), and the events that loss
+/// notices among them announce.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    pub by_kind: [u64; KIND_NAMES.len()],
+    pub lost: u64,
+}
+
+impl Tally {
+    pub fn add<'a>(&mut self, events: impl IntoIterator<Item = &'a Event>) {
+        for ev in events {
+            match &ev.payload {
+                Payload::Loss { count, .. } => self.lost += count,
+                _ => {
+                    if let Some(i) = KIND_NAMES.iter().position(|(k, _)| *k == ev.hdr.kind) {
+                        self.by_kind[i] += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    /// `(type name, count)` of the types seen.
+    pub fn counts(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.by_kind.iter().zip(KIND_NAMES).filter(|(n, _)| **n > 0).map(|(n, (_, name))| (*name, *n))
     }
 }

@@ -6,9 +6,11 @@ use bpfcap_core::{
     clock,
     event::{kind_name, FieldValue, KIND_NAMES},
     json::{self, family_name},
-    text, Event, Payload,
+    lines::{self, Tally},
+    Event, Payload,
 };
 use pyo3::{
+    exceptions::PyValueError,
     prelude::*,
     sync::PyOnceLock,
     types::{PyBytes, PyDict, PyList},
@@ -61,40 +63,39 @@ fn value_object<'py>(py: Python<'py>, v: json::Value<'_>) -> PyResult<Bound<'py,
     })
 }
 
-/// A batch of events as JSON lines, in one bytes object (what `bpfcap run` writes).
+/// A batch of events as lines (`format`: json or text) in one bytes object,
+/// with its events counted by type name and the events its loss notices announce.
 #[pyfunction]
-pub fn encode_json<'py>(py: Python<'py>, batch: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyBytes>> {
-    with_buffer(|out| {
+pub fn encode_lines<'py>(
+    py: Python<'py>,
+    batch: &Bound<'py, PyList>,
+    format: &str,
+) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyDict>, u64)> {
+    let format = parse_format(format)?;
+    let mut tally = Tally::default();
+    let data = with_buffer(|out| {
         for item in batch.iter() {
             let ev = item.cast::<PyEvent>()?;
             let ev = ev.get();
-            json::write_event(&ev.ev, ev.wall_offset_ns, out);
+            lines::write([&ev.ev], format, ev.wall_offset_ns, out);
+            tally.add([&ev.ev]);
         }
         Ok(PyBytes::new(py, out))
-    })
+    })?;
+    Ok((data, counts_dict(py, &tally)?, tally.lost))
 }
 
-/// Events of a batch by type name, and the events its loss notices announce.
-#[pyfunction]
-pub fn tally<'py>(py: Python<'py>, batch: &Bound<'py, PyList>) -> PyResult<(Bound<'py, PyDict>, u64)> {
-    let mut counts = [0u64; KIND_NAMES.len()];
-    let mut lost = 0;
-    for item in batch.iter() {
-        let ev = &item.cast::<PyEvent>()?.get().ev;
-        match &ev.payload {
-            Payload::Loss { count, .. } => lost += count,
-            _ => {
-                if let Some(i) = KIND_NAMES.iter().position(|(k, _)| *k == ev.hdr.kind) {
-                    counts[i] += 1;
-                }
-            }
-        }
-    }
+pub fn parse_format(name: &str) -> PyResult<lines::Format> {
+    lines::Format::parse(name)
+        .ok_or_else(|| PyValueError::new_err(format!("invalid format = {name:?}: must be 'json' or 'text'")))
+}
+
+pub fn counts_dict<'py>(py: Python<'py>, tally: &Tally) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
-    for (i, n) in counts.iter().enumerate().filter(|(_, n)| **n > 0) {
-        d.set_item(KIND_NAMES[i].1, n)?;
+    for (name, n) in tally.counts() {
+        d.set_item(name, n)?;
     }
-    Ok((d, lost))
+    Ok(d)
 }
 
 /// A buffer kept between batches: a fresh one would be page-faulted in for
@@ -112,18 +113,6 @@ fn with_buffer<T>(f: impl FnOnce(&mut Vec<u8>) -> PyResult<T>) -> PyResult<T> {
         }
         r
     })
-}
-
-/// A batch of events as text lines (`--format text`), in one bytes object.
-#[pyfunction]
-pub fn encode_text<'py>(py: Python<'py>, batch: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyBytes>> {
-    let mut out = String::with_capacity(batch.len() * 120);
-    for item in batch.iter() {
-        let ev = item.cast::<PyEvent>()?;
-        let ev = ev.get();
-        text::write_line(&ev.ev, ev.wall_offset_ns, &mut out);
-    }
-    Ok(PyBytes::new(py, out.as_bytes()))
 }
 
 fn fields_dict<'py>(py: Python<'py>, fields: &[(std::sync::Arc<str>, FieldValue)]) -> PyResult<Bound<'py, PyDict>> {

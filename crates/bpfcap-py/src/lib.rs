@@ -7,7 +7,8 @@ mod event;
 use std::{sync::Mutex, time::Duration};
 
 use bpfcap_core::{
-    capture, clock, decode, filter::FilterSpec, probes::ProgType, user_probe::UserProbeSpec, Capture, CaptureConfig,
+    capture, clock, decode, filter::FilterSpec,
+    lines::{self, Tally}, probes::ProgType, user_probe::UserProbeSpec, Capture, CaptureConfig,
 };
 
 use pyo3::{
@@ -22,6 +23,8 @@ struct State {
     capture: Capture,
     /// Reused between batches so draining allocates nothing per batch.
     buf: Vec<bpfcap_core::Event>,
+    /// The lines of the last `drain_lines` batch, reused likewise.
+    lines: Vec<u8>,
 }
 
 /// A live capture (see `bpfcap.CaptureManager` for the public API).
@@ -68,7 +71,7 @@ impl PyCapture {
             .map_err(to_py)?;
         capture.redact = redact;
         Ok(Self {
-            state: Mutex::new(Some(State { capture, buf: Vec::new() })),
+            state: Mutex::new(Some(State { capture, buf: Vec::new(), lines: Vec::new() })),
             wall_offset_ns: clock::wall_offset_ns(),
         })
     }
@@ -253,6 +256,42 @@ impl PyCapture {
         list
     }
 
+    /// Up to `max` pending events of `kinds` (all if None) as lines (see
+    /// `encode_lines`), drained and written with the GIL released: no Python
+    /// object per event. Returns `(data, counts by type name, lost, records taken)`.
+    #[pyo3(signature = (max, format, kinds=None))]
+    fn drain_lines<'py>(
+        &self,
+        py: Python<'py>,
+        max: usize,
+        format: &str,
+        kinds: Option<Vec<u16>>,
+    ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyDict>, u64, usize)> {
+        let format = event::parse_format(format)?;
+        let offset = self.wall_offset_ns;
+        let (data, tally, taken) = self.with(py, |s| {
+            let mut events = std::mem::take(&mut s.buf);
+            let taken = s.capture.drain(max, &mut events);
+            if let Some(kinds) = &kinds {
+                events.retain(|e| kinds.contains(&e.hdr.kind));
+            }
+            let mut tally = Tally::default();
+            tally.add(&events);
+            let mut data = std::mem::take(&mut s.lines);
+            data.clear();
+            lines::write(&events, format, offset, &mut data);
+            events.clear();
+            s.buf = events; // both buffers are reused by the next batch
+            Ok((data, tally, taken))
+        })?;
+        let bytes = PyBytes::new(py, &data);
+        let _ = self.with(py, move |s| {
+            s.lines = data;
+            Ok(())
+        });
+        Ok((bytes, event::counts_dict(py, &tally)?, tally.lost, taken))
+    }
+
     /// Up to `max` pending records as raw bytes (for recording test fixtures).
     fn drain_raw<'py>(&self, py: Python<'py>, max: usize) -> PyResult<Vec<Bound<'py, PyBytes>>> {
         let records = self.with(py, |s| Ok(s.capture.drain_raw(max)))?;
@@ -421,9 +460,7 @@ fn system_info<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyCapture>()?;
     m.add_class::<PyEvent>()?;
-    m.add_function(wrap_pyfunction!(event::encode_json, m)?)?;
-    m.add_function(wrap_pyfunction!(event::encode_text, m)?)?;
-    m.add_function(wrap_pyfunction!(event::tally, m)?)?;
+    m.add_function(wrap_pyfunction!(event::encode_lines, m)?)?;
     m.add_function(wrap_pyfunction!(decode_records, m)?)?;
     m.add_function(wrap_pyfunction!(redact_argv, m)?)?;
     m.add_function(wrap_pyfunction!(loss_event, m)?)?;
