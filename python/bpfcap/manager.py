@@ -490,11 +490,11 @@ class CaptureManager:
             if sub._unsent is not None:
                 batch, sub._unsent = sub._unsent, None
                 await self._deliver(sub, batch, waiting)
-        sub = self._subs[0] if len(self._subs) == 1 else None
-        if sub is not None and sub.lines:
-            for lines in self._rings.drain_lines(sub.lines, sub._type_ids, final=final):
-                if sub in self._subs:
-                    await self._deliver(sub, lines, waiting)
+        only = self._subs[0] if len(self._subs) == 1 else None
+        if only is not None and only.lines:
+            for lines in self._rings.drain_lines(only.lines, only._type_ids, final=final):
+                if only in self._subs:
+                    await self._deliver(only, lines, waiting)
         else:
             for batch in self._rings.drain(final=final):
                 await self._dispatch(batch, waiting)
