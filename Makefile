@@ -95,6 +95,7 @@ bench: build bench-setup
 	cd benchmarks && ../$(PY) pipeline.py
 	cd benchmarks && ../$(PY) drain.py
 	cd benchmarks && ../$(PY) overhead.py
+	cd benchmarks && ../$(PY) startup.py
 
 ## The CI's regression guard of the hot paths: ratios against peers in one run (benchmarks/guard.py).
 bench-check: build
