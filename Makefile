@@ -91,11 +91,10 @@ bench-setup: debs
 
 ## Benchmarks (not tests): they print tables with ratios against peers measured in the same run.
 bench: build bench-setup
-	cd benchmarks && ../$(PY) filter_cost.py
-	cd benchmarks && ../$(PY) pipeline.py
-	cd benchmarks && ../$(PY) drain.py
-	cd benchmarks && ../$(PY) overhead.py
-	cd benchmarks && ../$(PY) startup.py
+	@cd benchmarks && status=0; \
+	for b in filter_cost pipeline drain overhead startup; do \
+	  echo "== $$b"; ../$(PY) $$b.py || status=1; \
+	done; exit $$status  # every table is printed; a target not met fails at the end
 
 ## The CI's regression guard of the hot paths: ratios against peers in one run (benchmarks/guard.py).
 bench-check: build
