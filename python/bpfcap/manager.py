@@ -476,8 +476,9 @@ class CaptureManager:
             # end the subscriptions so their readers finish.
             with anyio.CancelScope(shield=True):
                 # Blocking subscribers still get all of it while they read...
-                with anyio.move_on_after(FINAL_WAIT):
-                    await self._drain(final=True)
+                if any(sub.policy == "block" for sub in self._subs):
+                    with anyio.move_on_after(FINAL_WAIT):
+                        await self._drain(final=True)
                 # ...up to a point: then what is left is offered (and counted if no room).
                 await self._drain(waiting=False, final=True)
             self._close_subscriptions()
@@ -509,6 +510,7 @@ class CaptureManager:
         """Hands each subscriber the events of its types (loss notices of them too)."""
         present = {e.type_id for e in batch}
         loss_only = present == {EventType.LOSS}
+        parts = []
         for sub in tuple(self._subs):
             ids = sub._type_ids
             if loss_only:
@@ -520,4 +522,14 @@ class CaptureManager:
             else:
                 part = [e for e in batch if e.type_id in ids]
             if part:
+                parts.append((sub, part))
+        for i, (sub, part) in enumerate(parts):
+            try:
                 await self._deliver(sub, sub._batch_of(part), waiting)
+            except anyio.get_cancelled_exc_class():
+                # A stop while one subscriber held the pump: the others' parts
+                # are handed out by the last drain too.
+                for later, rest in parts[i + 1:]:
+                    mine = later._batch_of(rest)
+                    later._unsent = mine if later._unsent is None else _join(later._unsent, mine)
+                raise

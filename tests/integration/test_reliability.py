@@ -47,7 +47,7 @@ async def test_two_hundred_starts_and_stops_leak_nothing() -> None:
     def types(i: int) -> list[EventType]:
         return [EventType.PROCESS_EXEC] + ([EventType.FILE_WRITE] if i % 20 == 0 else [])
 
-    for i in range(5):  # warm up allocators and caches
+    for i in range(10):  # warm up allocators and caches (the loader threads' arenas take a few file loads)
         await cycle(types(0))
     gc.collect()
     fds, rss = open_fds(), rss_kib()
