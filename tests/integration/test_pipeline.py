@@ -211,7 +211,7 @@ async def test_a_lines_subscriber_gets_every_event_even_what_is_pending_at_stop(
     events = [orjson.loads(line) for line in b"".join(data).splitlines()]
     writes_ = [e for e in events if e["type"] == "file_write"]
     assert counted == len(writes_) == w.events and lost == 0
-    assert {e["pid"] for e in writes_} == {w.pid} and writes_[-1]["fd"] == 1  # its last: "done" to stdout
+    assert {e["pid"] for e in writes_} == {w.pid} and writes_[-1]["bytes"] == 5  # its last: "done\n" to stdout
     assert st.lost_in_kernel == 0 and sum(st.dropped_at_subscribers.values()) == 0
 
 
