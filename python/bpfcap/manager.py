@@ -135,10 +135,10 @@ class Subscription:
         return self
 
     async def __anext__(self) -> Any:
-        if self.lines:
-            return await _Batches(self).__anext__()
         for event in self._current:
             return event
+        if self.lines:
+            return await _Batches(self).__anext__()
         try:
             batch = await self.receive_batch()
         except anyio.EndOfStream:

@@ -16,7 +16,9 @@ use pyo3::{
     types::{PyBytes, PyDict, PyList},
 };
 
-#[pyclass(module = "bpfcap._native", name = "Event", frozen, freelist = 1024)]
+// The free list holds two default batches of events (208 bytes each): freed to
+// pymalloc instead, a batch's arena is returned to the OS and faulted in again.
+#[pyclass(module = "bpfcap._native", name = "Event", frozen, freelist = 8192)]
 pub struct PyEvent {
     ev: Event,
     wall_offset_ns: i64,
