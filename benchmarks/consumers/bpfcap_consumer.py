@@ -88,7 +88,7 @@ async def main() -> None:
                         view = memoryview(lines.data)
                         while view:
                             view = view[os.write(fd, view):]
-                        delivered += lines.counts.get("file_write", 0)
+                        delivered += lines.counts.get(EventType.FILE_WRITE.json_name, 0)
                         checksum += len(lines.data)
                         if delivered >= calls:
                             break

@@ -108,8 +108,7 @@ class Subscription:
             self._pending_loss = 0
 
     def _loss_notice(self) -> Batch:
-        notice = [_native.loss_event(self._pending_loss, "subscriber_queue_full")]
-        return Lines.encode(notice, self.lines) if self.lines else notice
+        return self._batch_of([_native.loss_event(self._pending_loss, "subscriber_queue_full")])
 
     def _batch_of(self, events: list[Any]) -> Batch:
         return Lines.encode(events, self.lines) if self.lines else events

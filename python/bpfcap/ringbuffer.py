@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar
 
 import anyio
 
@@ -25,6 +25,7 @@ from .events import EventType
 __all__ = ["Lines", "RingBufferManager", "RingBufferStats"]
 
 Event = _native.Event
+_B = TypeVar("_B", list[Any], "Lines")
 # How often the kernel's drop and loss counters are read (seconds).
 LOSS_CHECK_INTERVAL = 0.25
 
@@ -178,14 +179,11 @@ class RingBufferManager:
         is not asked for stays in the rings); loss notices (ring full, sampled
         out, rate limited) follow as ``loss`` events when the kernel's counters
         grew (checked every LOSS_CHECK_INTERVAL, and always when ``final``)."""
-        native = self.native
-        size = self.config.batch_size
-        while True:
-            batch = native.drain(size)
-            if batch:
-                yield batch
-            if len(batch) < size:
-                break
+        def take(size: int) -> tuple[list[Any], int]:
+            batch = self.native.drain(size)
+            return batch, len(batch)
+
+        yield from self._batches(take)
         notices = self._notices_due(final)
         if notices:
             yield notices
@@ -193,18 +191,26 @@ class RingBufferManager:
     def drain_lines(self, fmt: str, types: Iterable[int], *, final: bool = False) -> Iterator[Lines]:
         """As ``drain``, for the events of ``types`` only, each batch written as
         lines of ``fmt`` ("json" or "text") natively."""
-        native = self.native
-        size = self.config.batch_size
         kinds = sorted(int(t) for t in types)
-        while True:
-            data, counts, lost, taken = native.drain_lines(size, fmt, kinds)
-            if data:
-                yield Lines(data, counts, lost)
-            if taken < size:
-                break
+
+        def take(size: int) -> tuple[Lines, int]:
+            data, counts, lost, taken = self.native.drain_lines(size, fmt, kinds)
+            return Lines(data, counts, lost), taken
+
+        yield from self._batches(take)
         notices = [e for e in self._notices_due(final) if e.lost_type_id in kinds]
         if notices:
             yield Lines.encode(notices, fmt)
+
+    def _batches(self, take: Callable[[int], tuple[_B, int]]) -> Iterator[_B]:
+        """`take(batch_size)` -> (batch, records taken) until the rings ran dry."""
+        size = self.config.batch_size
+        while True:
+            batch, taken = take(size)
+            if batch:
+                yield batch
+            if taken < size:
+                return
 
     def _notices_due(self, final: bool) -> list[Any]:
         now = time.monotonic()

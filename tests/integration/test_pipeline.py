@@ -201,7 +201,7 @@ async def test_a_lines_subscriber_gets_every_event_even_what_is_pending_at_stop(
                 async for lines in sub.batches():
                     assert isinstance(lines, Lines)
                     data.append(lines.data)
-                    counted += lines.counts.get("file_write", 0)
+                    counted += lines.counts.get(EventType.FILE_WRITE.json_name, 0)
                     lost += lines.lost
                     await anyio.sleep(0.01)
             tg.start_soon(read)
@@ -209,7 +209,7 @@ async def test_a_lines_subscriber_gets_every_event_even_what_is_pending_at_stop(
             mgr.request_stop()
         st = mgr.stats()
     events = [orjson.loads(line) for line in b"".join(data).splitlines()]
-    writes_ = [e for e in events if e["type"] == "file_write"]
+    writes_ = [e for e in events if e["type"] == EventType.FILE_WRITE.json_name]
     assert counted == len(writes_) == w.events and lost == 0
     assert {e["pid"] for e in writes_} == {w.pid} and writes_[-1]["bytes"] == 5  # its last: "done\n" to stdout
     assert st.lost_in_kernel == 0 and sum(st.dropped_at_subscribers.values()) == 0
@@ -236,7 +236,7 @@ async def test_lines_and_event_subscribers_side_by_side_get_the_same_events() ->
             await anyio.to_thread.run_sync(w.run)
             mgr.request_stop()
     assert len(pids) == len(lines) == w.events
-    assert all(line.split()[1] == b"file_write" and int(line.split()[2]) == w.pid for line in lines)
+    assert all(line.split()[1].decode() == EventType.FILE_WRITE.json_name and int(line.split()[2]) == w.pid for line in lines)
     with pytest.raises(ConfigError, match="invalid lines = 'xml'"):
         async with CaptureManager(cfg) as mgr:
             await mgr.subscribe([EventType.FILE_WRITE], lines="xml")  # type: ignore[arg-type]

@@ -62,10 +62,13 @@ pub fn visit<'a>(ev: &'a Event, wall_offset_ns: i64, f: &mut impl FnMut(&'static
     f("ppid", Value::UInt(h.ppid.into()));
     f("uid", Value::UInt(h.uid.into()));
     f("gid", Value::UInt(h.gid.into()));
-    f("comm", match ev.comm() {
-        std::borrow::Cow::Borrowed(c) => Value::Str(c),
-        std::borrow::Cow::Owned(c) => Value::String(c),
-    });
+    f(
+        "comm",
+        match ev.comm() {
+            std::borrow::Cow::Borrowed(c) => Value::Str(c),
+            std::borrow::Cow::Owned(c) => Value::String(c),
+        },
+    );
     f("cgroup_id", Value::UInt(h.cgroup_id));
     let cg = ev.meta.cgroup.as_deref();
     f("container_id", cg.and_then(|c| c.container_id.as_deref()).map_or(Value::Null, Value::Str));
@@ -313,10 +316,7 @@ mod tests {
             out.push(b' ');
         }
         write_uint(&mut out, u64::MAX);
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            format!("0 7 -5 {} {} {}", i64::MIN, i64::MAX, u64::MAX)
-        );
+        assert_eq!(String::from_utf8(out).unwrap(), format!("0 7 -5 {} {} {}", i64::MIN, i64::MAX, u64::MAX));
     }
 
     #[test]

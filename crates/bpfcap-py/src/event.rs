@@ -6,7 +6,7 @@ use bpfcap_core::{
     clock,
     event::{kind_name, FieldValue, KIND_NAMES},
     json::{self, family_name},
-    lines::{self, Tally},
+    lines::{self, LineWriter},
     Event, Payload,
 };
 use pyo3::{
@@ -73,18 +73,16 @@ pub fn encode_lines<'py>(
     batch: &Bound<'py, PyList>,
     format: &str,
 ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyDict>, u64)> {
-    let format = parse_format(format)?;
-    let mut tally = Tally::default();
+    let mut writer = LineWriter::new(parse_format(format)?);
     let data = with_buffer(|out| {
         for item in batch.iter() {
             let ev = item.cast::<PyEvent>()?;
             let ev = ev.get();
-            lines::write([&ev.ev], format, ev.wall_offset_ns, out);
-            tally.add([&ev.ev]);
+            writer.push(&ev.ev, ev.wall_offset_ns, out);
         }
         Ok(PyBytes::new(py, out))
     })?;
-    Ok((data, counts_dict(py, &tally)?, tally.lost))
+    Ok((data, counts_dict(py, &writer)?, writer.lost))
 }
 
 pub fn parse_format(name: &str) -> PyResult<lines::Format> {
@@ -92,9 +90,9 @@ pub fn parse_format(name: &str) -> PyResult<lines::Format> {
         .ok_or_else(|| PyValueError::new_err(format!("invalid format = {name:?}: must be 'json' or 'text'")))
 }
 
-pub fn counts_dict<'py>(py: Python<'py>, tally: &Tally) -> PyResult<Bound<'py, PyDict>> {
+pub fn counts_dict<'py>(py: Python<'py>, writer: &LineWriter) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
-    for (name, n) in tally.counts() {
+    for (name, n) in writer.counts() {
         d.set_item(name, n)?;
     }
     Ok(d)
@@ -102,7 +100,7 @@ pub fn counts_dict<'py>(py: Python<'py>, tally: &Tally) -> PyResult<Bound<'py, P
 
 /// A buffer kept between batches: a fresh one would be page-faulted in for
 /// every batch (megabytes each).
-fn with_buffer<T>(f: impl FnOnce(&mut Vec<u8>) -> PyResult<T>) -> PyResult<T> {
+pub fn with_buffer<T>(f: impl FnOnce(&mut Vec<u8>) -> PyResult<T>) -> PyResult<T> {
     thread_local! {
         static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }

@@ -7,8 +7,8 @@ mod event;
 use std::{sync::Mutex, time::Duration};
 
 use bpfcap_core::{
-    capture, clock, decode, filter::FilterSpec,
-    lines::{self, Tally}, probes::ProgType, user_probe::UserProbeSpec, Capture, CaptureConfig,
+    capture, clock, decode, filter::FilterSpec, lines::LineWriter, probes::ProgType, user_probe::UserProbeSpec,
+    Capture, CaptureConfig,
 };
 
 use pyo3::{
@@ -23,8 +23,6 @@ struct State {
     capture: Capture,
     /// Reused between batches so draining allocates nothing per batch.
     buf: Vec<bpfcap_core::Event>,
-    /// The lines of the last `drain_lines` batch, reused likewise.
-    lines: Vec<u8>,
 }
 
 /// A live capture (see `bpfcap.CaptureManager` for the public API).
@@ -71,7 +69,7 @@ impl PyCapture {
             .map_err(to_py)?;
         capture.redact = redact;
         Ok(Self {
-            state: Mutex::new(Some(State { capture, buf: Vec::new(), lines: Vec::new() })),
+            state: Mutex::new(Some(State { capture, buf: Vec::new() })),
             wall_offset_ns: clock::wall_offset_ns(),
         })
     }
@@ -267,29 +265,20 @@ impl PyCapture {
         format: &str,
         kinds: Option<Vec<u16>>,
     ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyDict>, u64, usize)> {
-        let format = event::parse_format(format)?;
+        let mut writer = LineWriter::new(event::parse_format(format)?);
         let offset = self.wall_offset_ns;
-        let (data, tally, taken) = self.with(py, |s| {
-            let mut events = std::mem::take(&mut s.buf);
-            let taken = s.capture.drain(max, &mut events);
-            if let Some(kinds) = &kinds {
-                events.retain(|e| kinds.contains(&e.hdr.kind));
-            }
-            let mut tally = Tally::default();
-            tally.add(&events);
-            let mut data = std::mem::take(&mut s.lines);
-            data.clear();
-            lines::write(&events, format, offset, &mut data);
-            events.clear();
-            s.buf = events; // both buffers are reused by the next batch
-            Ok((data, tally, taken))
-        })?;
-        let bytes = PyBytes::new(py, &data);
-        let _ = self.with(py, move |s| {
-            s.lines = data;
-            Ok(())
-        });
-        Ok((bytes, event::counts_dict(py, &tally)?, tally.lost, taken))
+        event::with_buffer(|out| {
+            let taken = self.with(py, |s| {
+                let taken = s.capture.drain(max, &mut s.buf);
+                for ev in s.buf.drain(..) {
+                    if kinds.as_ref().is_none_or(|k| k.contains(&ev.hdr.kind)) {
+                        writer.push(&ev, offset, out);
+                    }
+                }
+                Ok(taken)
+            })?;
+            Ok((PyBytes::new(py, out), event::counts_dict(py, &writer)?, writer.lost, taken))
+        })
     }
 
     /// Up to `max` pending records as raw bytes (for recording test fixtures).
