@@ -6,7 +6,7 @@ ring while nobody reads it, then each consumer drains it, timed, in one run.
 Consumers: bpfcap's `async for event in sub` and `sub.batches()` (a blocking
 subscriber held the pump back during the fill), JSON lines written to a file
 (`subscribe(lines="json")`, the path of `bpfcap run -o FILE`), the Rust-only consumer of the
-same ring and decoder, and bcc's Python callback (python3-bpfcc) on its own
+same ring and decoder (borrowed views, and owned events), and bcc's Python callback (python3-bpfcc) on its own
 ring with the same record minus the path. Targets: `async for event` at least
 5x bcc's drain rate, `batches()` at least 10x, JSON lines 1.5 M events/s, the
 Rust consumer 30 M events/s.
@@ -30,8 +30,8 @@ RING = 256 << 20  # holds the whole fill: nothing is lost
 
 def drain(kind: str, calls: int, where: str = "") -> dict:
     w = Workload(calls)
-    if kind == "native":
-        cmd = [str(NATIVE), str(w.pid), str(calls), str(RING), "4096", "20", "prefill"]
+    if kind in ("native", "native owned"):
+        cmd = [str(NATIVE), str(w.pid), str(calls), str(RING), "4096", "20", "prefill", *kind.split()[1:]]
     elif kind == "bcc":
         cmd = [BCC_PY, str(HERE / "consumers/bcc_consumer.py"), str(w.pid), str(calls), str(RING), "prefill"]
     else:
@@ -58,7 +58,7 @@ def main() -> int:
     p.add_argument("--calls", type=int, default=1_000_000)
     args = p.parse_args()
     build_native()
-    results = {k: drain(k, args.calls) for k in ("events", "batches", "json", "native", "bcc")}
+    results = {k: drain(k, args.calls) for k in ("events", "batches", "json", "native", "native owned", "bcc")}
     with tempfile.TemporaryDirectory(dir=HERE) as tmp:
         for k in ("json", "text"):
             os.mkdir(where := os.path.join(tmp, k))
@@ -67,9 +67,10 @@ def main() -> int:
     rows = []
     names = {"events": "bpfcap `async for event`", "batches": "bpfcap `batches()`",
              "json": "bpfcap JSON lines to /dev/null", "json file": "bpfcap JSON lines to a new file",
-             "text file": "bpfcap text lines to a new file", "native": "Rust-only consumer", "bcc": "bcc Python callback"}
+             "text file": "bpfcap text lines to a new file", "native": "Rust-only consumer (borrowed views)",
+             "native owned": "Rust-only consumer (owned events)", "bcc": "bcc Python callback"}
     targets = {"events": ("x bcc", 5), "batches": ("x bcc", 10), "json": ("M/s", 1.5), "json file": ("M/s", 1.5),
-               "text file": ("M/s", 1.5), "native": ("M/s", 30), "bcc": None}
+               "text file": ("M/s", 1.5), "native": ("M/s", 30), "native owned": None, "bcc": None}
     ok = True
     fs_notes = []
     for k, r in results.items():

@@ -6,7 +6,8 @@
 //! Captures file_write events of PID, prints `ready` once attached, and when
 //! its stdin closes prints one JSON line: delivered, lost, cpu_s, seconds.
 //! With `prefill` it reads nothing until a line on stdin, then times draining
-//! what the ring holds.
+//! what the ring holds. With `prefill owned` it decodes owned events
+//! (`Capture::drain`) instead of reading borrowed views (`drain_views`).
 
 use std::{
     io::Read,
@@ -45,6 +46,27 @@ fn drain_batch(
     n
 }
 
+/// The same with borrowed views: nothing is allocated per record.
+fn drain_views(
+    cap: &mut Capture,
+    batch: usize,
+    user: &mut Vec<bpfcap_core::Event>,
+    delivered: &mut u64,
+    sum: &mut u64,
+) -> usize {
+    user.clear();
+    cap.drain_views(
+        batch,
+        |v| {
+            if let Some(b) = v.file().and_then(|f| f.bytes) {
+                *sum = sum.wrapping_add(u64::from(v.hdr.pid) + u64::from(v.hdr.tid) + b as u64);
+                *delivered += 1;
+            }
+        },
+        user,
+    )
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let usage = "usage: native_consumer PID CALLS [RING BATCH POLL_MS]";
@@ -65,7 +87,11 @@ fn main() {
         let _ = std::io::stdin().read_line(&mut String::new());
         let (cpu0, t0) = (cpu_seconds(), Instant::now());
         let (mut delivered, mut sum, mut buf) = (0u64, 0u64, Vec::with_capacity(batch));
-        while drain_batch(&mut cap, batch, &mut buf, &mut delivered, &mut sum) > 0 {}
+        if args.get(7).map(String::as_str) == Some("owned") {
+            while drain_batch(&mut cap, batch, &mut buf, &mut delivered, &mut sum) > 0 {}
+        } else {
+            while drain_views(&mut cap, batch, &mut buf, &mut delivered, &mut sum) > 0 {}
+        }
         let (cpu, secs) = (cpu_seconds() - cpu0, t0.elapsed().as_secs_f64());
         let lost: u64 = cap.lost_in_kernel().expect("lost").iter().sum();
         println!("{{\"delivered\": {delivered}, \"lost\": {lost}, \"cpu_s\": {cpu:.4}, \"seconds\": {secs:.4}, \"checksum\": {sum}}}");

@@ -23,14 +23,15 @@ use crate::{
     btf::Btf,
     cgroups::{self, CgroupInfo},
     clock,
-    decode::{decode, decode_raw, DecodeStats},
+    decode::{decode, decode_raw, view, DecodeStats, View},
     error::{Error, Result},
     event::{kind_name, Event, FieldValue, Payload},
     filter::{FilterMaps, FilterSpec},
-    merge::Merge,
     offsets,
     probes::{self, Plan, ProbeSpec, ProgType},
-    redact, sys, tracefs,
+    redact,
+    rings::Rings,
+    sys, tracefs,
     user_probe::{UserProbe, UserProbeSpec},
 };
 
@@ -165,10 +166,8 @@ impl Drop for Capture {
 
 pub struct Capture {
     ebpf: Ebpf,
-    /// The rings in use, with mappings of their positions (for the fill level).
-    rings: Vec<(RingBuf<MapData>, RingPositions)>,
-    /// With several rings: records read and not handed out yet, by ring.
-    merge: Merge<Event>,
+    /// The built-in probes' rings.
+    rings: Rings,
     lost: PerCpuArray<MapData, u64>,
     enabled: Array<MapData, u32>,
     /// aya's view of the kernel BTF, for fentry/fexit/LSM: parsed in the
@@ -255,10 +254,9 @@ impl Capture {
         })?;
         let mut rings = Vec::new();
         for name in &RING_MAPS[..config.rings as usize] {
-            let ring = RingBuf::try_from(take_map(&mut ebpf, name)?).map_err(|e| map_error(name, e))?;
-            let positions = RingPositions::map(ring.as_raw_fd(), config.ring_size)?;
-            rings.push((ring, positions));
+            rings.push(RingBuf::try_from(take_map(&mut ebpf, name)?).map_err(|e| map_error(name, e))?);
         }
+        let rings = Rings::new(rings, config.ring_size)?;
         let lost = take_map(&mut ebpf, LOST_MAP)?;
         let lost = PerCpuArray::try_from(lost).map_err(|e| map_error(LOST_MAP, e))?;
         let enabled = take_map(&mut ebpf, ENABLED_MAP)?;
@@ -269,12 +267,11 @@ impl Capture {
             return Err(Error::io("creating an epoll instance", io::Error::last_os_error()));
         }
         let epoll = unsafe { OwnedFd::from_raw_fd(epoll) };
-        for (ring, _) in &rings {
-            epoll_add(&epoll, ring.as_raw_fd())?;
+        for fd in rings.fds() {
+            epoll_add(&epoll, fd)?;
         }
         Ok(Self {
             ebpf,
-            merge: Merge::new(rings.len()),
             rings,
             lost,
             enabled,
@@ -709,23 +706,55 @@ impl Capture {
     /// that was pending is left.
     pub fn drain(&mut self, max: usize, out: &mut Vec<Event>) -> usize {
         let first = out.len();
-        let mut n = 0;
-        if let [(ring, _)] = &mut self.rings[..] {
-            while n < max {
-                let Some(item) = ring.next() else { break };
-                n += 1;
-                if let Ok(ev) = decode(&item, &mut self.stats.decode) {
-                    out.push(ev);
-                }
+        let stats = &mut self.stats.decode;
+        let mut n = self.rings.read(max, |rec| {
+            if let Ok(ev) = decode(rec, stats) {
+                out.push(ev);
             }
-        } else {
-            let stats = &mut self.stats.decode;
-            for (i, (ring, _)) in self.rings.iter_mut().enumerate() {
-                self.merge.fill(i, max, || ring.next().map(|item| decode(&item, stats).ok()));
-            }
-            // Counts what was handed out: what is queued goes with a later batch.
-            n = self.merge.emit(max, |e| e.hdr.ts_ns, out);
+        });
+        n += self.drain_user(max - n, out);
+        for ev in &mut out[first..] {
+            self.enrich(ev);
         }
+        if n > 0 {
+            self.stats.batches += 1;
+        }
+        n
+    }
+
+    /// As [`Capture::drain`], but each record of the built-in probes goes to
+    /// `f` as a borrowed [`View`], decoded no further: no allocation, and no
+    /// enrichment (its `hdr.session` and `hdr.cgroup_id` are there for
+    /// [`Capture::session_label`] and [`Capture::cgroup_info`]; command lines
+    /// are not redacted in views). The user probes' events are appended to
+    /// `user`, enriched, as `drain` does. Returns how many records were read.
+    pub fn drain_views(&mut self, max: usize, mut f: impl FnMut(&View<'_>), user: &mut Vec<Event>) -> usize {
+        let first = user.len();
+        let stats = &mut self.stats.decode;
+        let mut n = self.rings.read(max, |rec| {
+            if let Ok(v) = view(rec, stats) {
+                f(&v);
+            }
+        });
+        n += self.drain_user(max - n, user);
+        for ev in &mut user[first..] {
+            self.enrich(ev);
+        }
+        if n > 0 {
+            self.stats.batches += 1;
+        }
+        n
+    }
+
+    /// The session label of id `session` (a header's `session`; 0 is none).
+    pub fn session_label(&self, session: u32) -> Option<&Arc<str>> {
+        self.labels.get((session as usize).checked_sub(1)?)
+    }
+
+    /// The user probes' records, up to `max`, appended to `out` (not enriched);
+    /// the container watch's are consumed here. Returns how many were read.
+    fn drain_user(&mut self, max: usize, out: &mut Vec<Event>) -> usize {
+        let mut n = 0;
         let mut new_cgroups = Vec::new();
         for probe in &mut self.user {
             let start = out.len();
@@ -755,12 +784,6 @@ impl Capture {
         if !new_cgroups.is_empty() {
             self.add_container_cgroups(&new_cgroups);
         }
-        for ev in &mut out[first..] {
-            self.enrich(ev);
-        }
-        if n > 0 {
-            self.stats.batches += 1;
-        }
         n
     }
 
@@ -769,17 +792,18 @@ impl Capture {
         if let (true, Payload::Exec { argv, .. }) = (self.redact, &mut ev.payload) {
             self.stats.redacted_args += redact::redact_argv(argv) as u64;
         }
-        let session = ev.hdr.session;
-        if session != 0 {
-            ev.meta.session = self.labels.get(session as usize - 1).cloned();
-        }
-        let id = ev.hdr.cgroup_id;
+        ev.meta.session = self.session_label(ev.hdr.session).cloned();
+        ev.meta.cgroup = self.cgroup_info(ev.hdr.cgroup_id);
+    }
+
+    /// What the path of cgroup `id` says (a header's `cgroup_id`), looked up
+    /// once and cached; None for 0 or a cgroup gone before we looked.
+    pub fn cgroup_info(&mut self, id: u64) -> Option<Arc<CgroupInfo>> {
         if id == 0 {
-            return;
+            return None;
         }
         if let Some(info) = self.cgroup_cache.get(&id) {
-            ev.meta.cgroup = info.clone();
-            return;
+            return info.clone();
         }
         if self.cgroup_cache.len() >= CGROUP_CACHE_MAX {
             self.cgroup_cache.clear();
@@ -790,7 +814,7 @@ impl Capture {
             self.stats.enrich_failed += 1;
         }
         self.cgroup_cache.insert(id, info.clone());
-        ev.meta.cgroup = info;
+        info
     }
 
     /// cgroups created for containers a filter names: added to the filter.
@@ -817,18 +841,13 @@ impl Capture {
     /// Raw records, undecoded (for recording test fixtures).
     pub fn drain_raw(&mut self, max: usize) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
-        for (ring, _) in &mut self.rings {
-            while out.len() < max {
-                let Some(item) = ring.next() else { break };
-                out.push(item.to_vec());
-            }
-        }
+        self.rings.read(max, |rec| out.push(rec.to_vec()));
         out
     }
 
     /// Bytes written to the rings and not read yet, and the rings' total size.
     pub fn fill(&self) -> (u64, u64) {
-        self.rings.iter().fold((0, 0), |(pending, size), (_, p)| (pending + p.pending(), size + p.size))
+        self.rings.fill()
     }
 
     /// Records lost because a ring was full, per CPU (summed over kinds).
@@ -856,53 +875,6 @@ impl Capture {
             out[kind::PROBE as usize] += sum(lost, kind::PROBE as u32)?;
         }
         Ok(out)
-    }
-}
-
-/// A read-only mapping of a ring's consumer and producer positions (the
-/// first page of each area the kernel lets userspace map), to tell how much
-/// is pending. aya keeps its own mappings private.
-struct RingPositions {
-    consumer: *mut libc::c_void,
-    producer: *mut libc::c_void,
-    size: u64,
-}
-
-// SAFETY: the pages are only read, with volatile loads of u64 counters.
-unsafe impl Send for RingPositions {}
-
-impl RingPositions {
-    fn map(fd: RawFd, size: u32) -> Result<Self> {
-        let page = page_size() as usize;
-        let map = |offset: usize| {
-            let p =
-                unsafe { libc::mmap(std::ptr::null_mut(), page, libc::PROT_READ, libc::MAP_SHARED, fd, offset as i64) };
-            if p == libc::MAP_FAILED {
-                Err(Error::io("mapping a ring buffer's positions", io::Error::last_os_error()))
-            } else {
-                Ok(p)
-            }
-        };
-        let consumer = map(0)?;
-        let producer = map(page).inspect_err(|_| unsafe {
-            libc::munmap(consumer, page);
-        })?;
-        Ok(Self { consumer, producer, size: size as u64 })
-    }
-
-    fn pending(&self) -> u64 {
-        let read = |p: *mut libc::c_void| unsafe { std::ptr::read_volatile(p as *const u64) };
-        read(self.producer).saturating_sub(read(self.consumer))
-    }
-}
-
-impl Drop for RingPositions {
-    fn drop(&mut self) {
-        let page = page_size() as usize;
-        unsafe {
-            libc::munmap(self.consumer, page);
-            libc::munmap(self.producer, page);
-        }
     }
 }
 

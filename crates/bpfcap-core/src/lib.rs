@@ -17,6 +17,7 @@ pub mod merge;
 pub mod offsets;
 pub mod probes;
 pub mod redact;
+pub mod rings;
 pub mod sys;
 pub mod text;
 pub mod tracefs;

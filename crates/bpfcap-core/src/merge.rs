@@ -43,8 +43,8 @@ impl<T> Merge<T> {
         read
     }
 
-    /// Moves up to `max` entries, smallest `key` first, to `out`; returns how many.
-    pub fn emit(&mut self, max: usize, key: impl Fn(&T) -> u64, out: &mut Vec<T>) -> usize {
+    /// Hands up to `max` entries, smallest `key` first, to `out`; returns how many.
+    pub fn emit(&mut self, max: usize, key: impl Fn(&T) -> u64, mut out: impl FnMut(T)) -> usize {
         let mut moved = 0;
         while moved < max {
             let Some(i) = (0..self.queues.len())
@@ -53,7 +53,9 @@ impl<T> Merge<T> {
             else {
                 break;
             };
-            out.extend(self.queues[i].pop_front());
+            if let Some(item) = self.queues[i].pop_front() {
+                out(item);
+            }
             moved += 1;
             if self.queues[i].is_empty() && self.more[i] {
                 break;
@@ -87,7 +89,7 @@ mod tests {
                 pos[i] += merge.fill(i, batch, source(&ring[pos[i]..]));
             }
             let mut out = Vec::new();
-            merge.emit(batch, |t| *t, &mut out);
+            merge.emit(batch, |t| *t, |t| out.push(t));
             if out.is_empty() {
                 return batches;
             }
@@ -122,7 +124,7 @@ mod tests {
         merge.fill(0, 2, source(&[Some(5), Some(6), Some(7)])); // ring 0 had more
         merge.fill(1, 2, source(&[Some(1)]));
         let mut out = Vec::new();
-        assert_eq!(merge.emit(10, |t| *t, &mut out), 3);
+        assert_eq!(merge.emit(10, |t| *t, |t| out.push(t)), 3);
         assert_eq!(out, vec![1, 5, 6]); // 7 (or older) is still in ring 0
         assert_eq!(merge.queued(), 0);
     }
