@@ -139,33 +139,54 @@ pub fn fill_file_path(rec: &mut FileRecord, file: u64) {
     let Some(cache) = PATH_CACHE.get_ptr_mut(0) else { return };
     let cache = unsafe { &mut *cache };
     let now = rec.hdr.ts_ns;
-    let len = cache.len as usize & (PATH_MAX_BYTES - 1);
-    if cache.dentry == dentry && cache.mnt == mnt && now < cache.expires {
-        // The same file as the last event on this CPU: copy its path.
+    let mut hit = CACHE_WAYS;
+    for i in 0..CACHE_WAYS {
+        let way = &cache.ways[i];
+        if way.dentry == dentry && way.mnt == mnt && now < way.expires {
+            hit = i;
+            break;
+        }
+    }
+    if hit < CACHE_WAYS {
+        // A file one of the last events on this CPU was about: copy its path.
+        let way = &cache.ways[hit & (CACHE_WAYS - 1)];
+        let len = way.len as usize & (PATH_MAX_BYTES - 1);
         unsafe {
-            h::bpf_probe_read_kernel(rec.data.as_mut_ptr().cast(), len as u32, cache.data.as_ptr().cast());
+            h::bpf_probe_read_kernel(rec.data.as_mut_ptr().cast(), len as u32, way.data.as_ptr().cast());
         }
         rec.path_len = len as u16;
-        rec.path_depth = cache.depth;
-        rec.hdr.flags |= cache.flags;
+        rec.path_depth = way.depth;
+        rec.hdr.flags |= way.flags;
         return;
     }
     fill_path(rec, dentry, mnt);
+    let way = &mut cache.ways[cache.next as usize & (CACHE_WAYS - 1)];
+    cache.next = cache.next.wrapping_add(1);
     let len = rec.path_len as usize & (PATH_MAX_BYTES - 1);
-    unsafe { h::bpf_probe_read_kernel(cache.data.as_mut_ptr().cast(), len as u32, rec.data.as_ptr().cast()) };
-    cache.dentry = dentry;
-    cache.mnt = mnt;
-    cache.expires = now + CACHE_TTL_NS;
-    cache.len = len as u16;
-    cache.depth = rec.path_depth;
-    cache.flags = rec.hdr.flags & flag::PATH_TRUNCATED;
+    unsafe { h::bpf_probe_read_kernel(way.data.as_mut_ptr().cast(), len as u32, rec.data.as_ptr().cast()) };
+    way.dentry = dentry;
+    way.mnt = mnt;
+    way.expires = now + CACHE_TTL_NS;
+    way.len = len as u16;
+    way.depth = rec.path_depth;
+    way.flags = rec.hdr.flags & flag::PATH_TRUNCATED;
 }
 
-/// The last path built on this CPU, by (dentry, mount): a file written over
-/// and over is walked once per `CACHE_TTL_NS`, which bounds how long a
-/// rename above it can go unnoticed.
+/// Paths built last on this CPU, by (dentry, mount), replaced in turn: a file
+/// used over and over, or two files in alternation (a copy reads one and
+/// writes the other), is walked once per `CACHE_TTL_NS`, which bounds how
+/// long a rename above it can go unnoticed.
 #[repr(C)]
 struct PathCache {
+    /// The way to replace next.
+    next: u64,
+    ways: [CachedPath; CACHE_WAYS],
+}
+
+const CACHE_WAYS: usize = 4;
+
+#[repr(C)]
+struct CachedPath {
     dentry: u64,
     mnt: u64,
     expires: u64,

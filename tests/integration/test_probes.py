@@ -114,6 +114,29 @@ async def test_file_open_write_read_and_permission(token_file: Path) -> None:
             assert e.fd is None
 
 
+async def test_files_used_in_turn_each_get_their_own_path(tmp_path: Path, token: str) -> None:
+    # The programs remember the last few paths per CPU: more files than that,
+    # in turn and in alternation (as a copy reads one and writes the other).
+    paths = [tmp_path.resolve() / f"{token}-{i}.data" for i in range(6)]
+    order = [i % 6 for i in range(60)] + [i % 2 for i in range(40)]
+
+    def act() -> None:
+        fds = [os.open(p, os.O_CREAT | os.O_RDWR, 0o600) for p in paths]
+        for i in order:
+            os.write(fds[i], bytes([65 + i]) * (i + 1))
+        for fd in fds:
+            os.close(fd)
+
+    names = [str(p) for p in paths]
+    events, _, _ = await capture(
+        [EventType.FILE_WRITE, EventType.FILE_PERMISSION], act,
+        lambda seen: len([e for e in seen if e.type == EventType.FILE_WRITE and e.path in names]) >= len(order))
+    writes = [e for e in events if e.type == EventType.FILE_WRITE and e.pid == os.getpid() and token in (e.path or "")]
+    assert [(e.path, e.bytes) for e in writes] == [(names[i], i + 1) for i in order]
+    perms = [e for e in events if e.type == EventType.FILE_PERMISSION and e.pid == os.getpid() and token in (e.path or "")]
+    assert [e.path for e in perms if e.mask == 2] == [names[i] for i in order]
+
+
 async def test_deep_paths_are_complete_and_long_ones_say_so(tmp_path: Path, token: str) -> None:
     deep = tmp_path.resolve().joinpath(*[f"d{i}" for i in range(20)])
     deep.mkdir(parents=True)
