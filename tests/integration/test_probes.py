@@ -3,6 +3,7 @@ and checks the exact fields of the event it caused, and the mechanism used."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import subprocess
@@ -134,7 +135,8 @@ async def test_files_used_in_turn_each_get_their_own_path(tmp_path: Path, token:
     writes = [e for e in events if e.type == EventType.FILE_WRITE and e.pid == os.getpid() and token in (e.path or "")]
     assert [(e.path, e.bytes) for e in writes] == [(names[i], i + 1) for i in order]
     perms = [e for e in events if e.type == EventType.FILE_PERMISSION and e.pid == os.getpid() and token in (e.path or "")]
-    assert [e.path for e in perms if e.mask == 2] == [names[i] for i in order]
+    # (the LSM hook is called more than once per write on some kernels)
+    assert [path for path, _ in itertools.groupby(e.path for e in perms if e.mask == 2)] == [names[i] for i in order]
 
 
 async def test_deep_paths_are_complete_and_long_ones_say_so(tmp_path: Path, token: str) -> None:
