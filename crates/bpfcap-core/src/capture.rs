@@ -707,19 +707,12 @@ impl Capture {
     pub fn drain(&mut self, max: usize, out: &mut Vec<Event>) -> usize {
         let first = out.len();
         let stats = &mut self.stats.decode;
-        let mut n = self.rings.read(max, |rec| {
+        let n = self.rings.read(max, |rec| {
             if let Ok(ev) = decode(rec, stats) {
                 out.push(ev);
             }
         });
-        n += self.drain_user(max - n, out);
-        for ev in &mut out[first..] {
-            self.enrich(ev);
-        }
-        if n > 0 {
-            self.stats.batches += 1;
-        }
-        n
+        self.finish_batch(n, max, out, first)
     }
 
     /// As [`Capture::drain`], but each record of the built-in probes goes to
@@ -731,13 +724,19 @@ impl Capture {
     pub fn drain_views(&mut self, max: usize, mut f: impl FnMut(&View<'_>), user: &mut Vec<Event>) -> usize {
         let first = user.len();
         let stats = &mut self.stats.decode;
-        let mut n = self.rings.read(max, |rec| {
+        let n = self.rings.read(max, |rec| {
             if let Ok(v) = view(rec, stats) {
                 f(&v);
             }
         });
-        n += self.drain_user(max - n, user);
-        for ev in &mut user[first..] {
+        self.finish_batch(n, max, user, first)
+    }
+
+    /// The rest of a batch after `n` records of the built-in rings: the user
+    /// probes' events appended to `out`, and everything from `first` enriched.
+    fn finish_batch(&mut self, mut n: usize, max: usize, out: &mut Vec<Event>, first: usize) -> usize {
+        n += self.drain_user(max - n, out);
+        for ev in &mut out[first..] {
             self.enrich(ev);
         }
         if n > 0 {
