@@ -610,12 +610,13 @@ pub fn enabled(kind: u16) -> bool {
 /// Sends the first `size` bytes of a record built in scratch memory, with the
 /// wake-up policy; `size` must be bounded (masked) by the caller for the verifier.
 #[inline(always)]
-pub fn output(kind: u16, rec: *mut core::ffi::c_void, size: usize) {
+pub fn output(kind: u16, rec: *mut core::ffi::c_void, size: usize) -> bool {
     let ring = ring();
     let ret = unsafe { h::bpf_ringbuf_output(ring, rec, size as u64, wakeup_flags(ring, size as u64)) };
     if ret != 0 {
         count_lost(kind);
     }
+    ret == 0
 }
 
 /// The `struct file *` behind descriptor `fd` of the current task, or 0.

@@ -20,12 +20,14 @@ use crate::{
 const MAY_WRITE: u32 = 2;
 const MAY_READ: u32 = 4;
 
-/// What a syscall's entry saw, for its exit: the fd (tracepoints) and the
+/// What a syscall's entry saw, for its exit: the fd (tracepoints), the
 /// `struct file *` when the entry looked it up (kprobes; tracepoints that
-/// also sent a permission event), so the exit need not look it up again. One slot per thread id modulo the table size:
-/// an array, so both sides cost a few instructions instead of hash-map
-/// updates. Two threads in flight in the same slot at once (ids equal modulo
-/// 65536) lose the older one's event, counted as lost.
+/// checked permission), so the exit need not look it up again, and a
+/// permission check whose event goes out with the exit's record. One slot per
+/// thread id modulo the table size: an array, so both sides cost a few
+/// instructions instead of hash-map updates. Two threads in flight in the
+/// same slot at once (ids equal modulo 65536) lose the older one's events,
+/// counted as lost.
 #[map(name = "BPFCAP_INFLIGHT")]
 static INFLIGHT: Array<InFlight> = Array::with_max_entries(INFLIGHT_SLOTS, 0);
 
@@ -41,6 +43,11 @@ struct InFlight {
     fd: i64,
     /// 0: not looked up.
     file: u64,
+    /// When the entry checked permission for the exit to report (0: it did not).
+    checked_at: u64,
+    /// That check's mask (`MAY_*`).
+    mask: u32,
+    _pad: u32,
 }
 
 #[inline(always)]
@@ -122,35 +129,39 @@ pub fn bpfcap_open_tp(ctx: TracePointContext) -> u32 {
 
 // -- file_read / file_write: vfs_{read,write}(struct file *, buf, count, loff_t *) ----
 
-/// Remembers the fd and file for the current thread's syscall exit.
+/// Remembers the fd, file and deferred check for the current thread's syscall exit.
 #[inline(always)]
-fn remember(k: u16, fd: i64, file: u64) {
+fn remember(k: u16, fd: i64, file: u64, checked_at: u64, mask: u32) {
     let t = tid();
     if let Some(slot) = INFLIGHT.get_ptr_mut(t & (INFLIGHT_SLOTS - 1)) {
         let slot = unsafe { &mut *slot };
         if slot.tid != 0 && slot.tid != t + 1 {
-            count_lost(slot.kind as u16); // another thread's syscall still in flight here
+            // another thread's syscall still in flight here
+            count_lost(slot.kind as u16);
+            if slot.checked_at != 0 {
+                count_lost(kind::FILE_PERMISSION);
+            }
         }
-        *slot = InFlight { tid: t + 1, kind: k as u32, fd, file };
+        *slot = InFlight { tid: t + 1, kind: k as u32, fd, file, checked_at, mask, _pad: 0 };
     }
 }
 
-/// What the current thread's syscall entry remembered (fd, file), if anything.
+/// What the current thread's syscall entry remembered, if anything.
 #[inline(always)]
-fn recall() -> Option<(i64, u64)> {
+fn recall() -> Option<InFlight> {
     let t = tid();
     let slot = unsafe { &mut *INFLIGHT.get_ptr_mut(t & (INFLIGHT_SLOTS - 1))? };
     if slot.tid != t + 1 {
         return None;
     }
     slot.tid = 0;
-    Some((slot.fd, slot.file))
+    Some(*slot)
 }
 
 #[kprobe]
 pub fn bpfcap_rd_kp(ctx: ProbeContext) -> u32 {
     if admit(kind::FILE_READ) {
-        remember(kind::FILE_READ, -1, ctx.arg(0).unwrap_or(0));
+        remember(kind::FILE_READ, -1, ctx.arg(0).unwrap_or(0), 0, 0);
     }
     0
 }
@@ -158,9 +169,9 @@ pub fn bpfcap_rd_kp(ctx: ProbeContext) -> u32 {
 #[kretprobe]
 pub fn bpfcap_rd_krp(ctx: RetProbeContext) -> u32 {
     let ret: i64 = ctx.ret();
-    if let Some((_, file)) = recall() {
+    if let Some(f) = recall() {
         if ret >= 0 {
-            emit_file(kind::FILE_READ, file, -1, None, Some(ret));
+            emit_file(kind::FILE_READ, f.file, -1, None, Some(ret));
         }
     }
     0
@@ -169,7 +180,7 @@ pub fn bpfcap_rd_krp(ctx: RetProbeContext) -> u32 {
 #[kprobe]
 pub fn bpfcap_wr_kp(ctx: ProbeContext) -> u32 {
     if admit(kind::FILE_WRITE) {
-        remember(kind::FILE_WRITE, -1, ctx.arg(0).unwrap_or(0));
+        remember(kind::FILE_WRITE, -1, ctx.arg(0).unwrap_or(0), 0, 0);
     }
     0
 }
@@ -177,9 +188,9 @@ pub fn bpfcap_wr_kp(ctx: ProbeContext) -> u32 {
 #[kretprobe]
 pub fn bpfcap_wr_krp(ctx: RetProbeContext) -> u32 {
     let ret: i64 = ctx.ret();
-    if let Some((_, file)) = recall() {
+    if let Some(f) = recall() {
         if ret >= 0 {
-            emit_file(kind::FILE_WRITE, file, -1, None, Some(ret));
+            emit_file(kind::FILE_WRITE, f.file, -1, None, Some(ret));
         }
     }
     0
@@ -206,14 +217,22 @@ pub fn bpfcap_wr_fx(ctx: FExitContext) -> u32 {
 
 /// `syscalls:sys_enter_{read,write}(fd, buf, count)`: remembers the fd for
 /// the exit; also serves `file_permission` observed through these syscalls.
+/// On a file that never waits the check is reported with the syscall's own
+/// record at its exit (one record instead of two; the decoder gives both
+/// events, the check at its own time); elsewhere (a pipe, a socket, a
+/// terminal: the read may wait for long) it is sent now.
 #[inline(always)]
 fn rw_enter(ctx: &TracePointContext, k: u16, mask: u32) {
     let fd = syscall_arg(ctx, 0) as i64;
+    let wanted = admit(k);
     let mut file = 0;
+    let mut checked_at = 0;
     if admit(kind::FILE_PERMISSION) {
         file = file_of_fd(fd);
         if file != 0 {
-            if let Some(rec) = file_record(kind::FILE_PERMISSION) {
+            if wanted && never_waits(file) {
+                checked_at = unsafe { h::bpf_ktime_get_ns() };
+            } else if let Some(rec) = file_record(kind::FILE_PERMISSION) {
                 rec.fd = fd as i32;
                 rec.flags = mask;
                 rec.hdr.flags |= flag::NO_BYTES;
@@ -222,9 +241,18 @@ fn rw_enter(ctx: &TracePointContext, k: u16, mask: u32) {
             }
         }
     }
-    if admit(k) {
-        remember(k, fd, file);
+    if wanted {
+        remember(k, fd, file, checked_at, mask);
     }
+}
+
+/// Whether reading or writing `file` never waits for another party: its file
+/// operations have no `poll` (regular files, /dev/zero, /dev/null), unlike
+/// pipes, sockets, terminals and event fds.
+#[inline(always)]
+fn never_waits(file: u64) -> bool {
+    let Some(fops) = read_kernel::<u64>(file, off!(file_f_op)) else { return false };
+    matches!(read_kernel::<u64>(fops, off!(fops_poll)), Some(0))
 }
 
 /// A file found at the entry is the one the syscall used; looking it up again
@@ -232,14 +260,51 @@ fn rw_enter(ctx: &TracePointContext, k: u16, mask: u32) {
 /// fd while the syscall runs can make the path another file's.)
 #[inline(always)]
 fn rw_exit(ctx: &TracePointContext, k: u16) {
-    let Some((fd, file)) = recall() else { return };
+    let Some(f) = recall() else { return };
     let ret = syscall_arg(ctx, 0) as i64;
-    if ret < 0 {
+    let checked = f.checked_at != 0;
+    if ret < 0 && !checked {
         return;
     }
-    let file = if file != 0 { file } else { file_of_fd(fd) };
-    if file != 0 {
-        emit_file(k, file, fd, None, Some(ret));
+    let file = if f.file != 0 { f.file } else { file_of_fd(f.fd) };
+    if file == 0 {
+        return;
+    }
+    let first = if ret < 0 { kind::FILE_PERMISSION } else { k };
+    let Some(rec) = file_record(first) else {
+        if checked && ret >= 0 {
+            count_lost(kind::FILE_PERMISSION);
+        }
+        return;
+    };
+    rec.fd = f.fd as i32;
+    rec.hdr.flags |= flag::NO_FLAGS;
+    fill_file_path(rec, file);
+    if checked {
+        let since = rec.hdr.ts_ns.saturating_sub(f.checked_at);
+        if ret >= 0 && since <= u32::MAX as u64 {
+            rec.hdr.flags = (rec.hdr.flags & !flag::NO_FLAGS) | flag::CHECKED;
+            rec.flags = f.mask;
+            rec.checked_ns = since as u32;
+        } else {
+            // The check on its own, at its own time: the syscall failed, or
+            // took longer than `checked_ns` can say. (The path is reused.)
+            let (ts, flags) = (rec.hdr.ts_ns, rec.hdr.flags);
+            rec.hdr.kind = kind::FILE_PERMISSION;
+            rec.hdr.ts_ns = f.checked_at;
+            rec.hdr.flags = (flags & !flag::NO_FLAGS) | flag::NO_BYTES;
+            rec.flags = f.mask;
+            send_file(rec);
+            if ret < 0 {
+                return;
+            }
+            (rec.hdr.kind, rec.hdr.ts_ns, rec.hdr.flags) = (k, ts, flags);
+            rec.flags = 0;
+        }
+    }
+    rec.bytes = ret;
+    if !send_file(rec) && rec.hdr.flags & flag::CHECKED != 0 {
+        count_lost(kind::FILE_PERMISSION);
     }
 }
 

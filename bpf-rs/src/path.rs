@@ -26,7 +26,7 @@ pub fn file_record(kind: u16) -> Option<&'static mut FileRecord> {
     rec.bytes = 0;
     rec.path_len = 0;
     rec.path_depth = 0;
-    rec._pad = 0;
+    rec.checked_ns = 0;
     Some(rec)
 }
 
@@ -220,10 +220,11 @@ pub fn fill_path_string(rec: &mut FileRecord, s: u64, user: bool) {
     }
 }
 
-/// Sends a file record, trimmed to its path.
+/// Sends a file record, trimmed to its path; false if the ring had no room
+/// (counted as a loss of its kind).
 #[inline(always)]
-pub fn send_file(rec: &mut FileRecord) {
+pub fn send_file(rec: &mut FileRecord) -> bool {
     let size = DATA_OFFSET + (rec.path_len as usize & (PATH_MAX_BYTES - 1));
     rec.hdr.size = size as u32;
-    output(rec.hdr.kind, (rec as *mut FileRecord).cast(), size);
+    output(rec.hdr.kind, (rec as *mut FileRecord).cast(), size)
 }

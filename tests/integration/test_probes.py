@@ -7,6 +7,8 @@ import itertools
 import os
 import socket
 import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -139,6 +141,79 @@ async def test_files_used_in_turn_each_get_their_own_path(tmp_path: Path, token:
     # event per write whose path is within the upper layer; issue 14).
     seen = [path for path, _ in itertools.groupby(e.path for e in perms if e.mask == 2 and e.path in names)]
     assert seen == [names[i] for i in order]
+
+
+async def test_each_read_and_write_has_its_permission_check_at_the_time_it_was_made(tmp_path: Path, token: str) -> None:
+    # On the syscall tracepoints the check of a file that never waits travels
+    # with the syscall's own record; it must still be one event per syscall,
+    # stamped when the syscall started, also when the syscall fails.
+    path, folder = tmp_path.resolve() / f"{token}.data", tmp_path.resolve() / f"{token}.dir"
+    folder.mkdir()
+    started: list[int] = []
+
+    def act() -> None:
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        for i in range(20):
+            started.append(time.monotonic_ns())
+            os.write(fd, b"y" * (i + 1))
+        os.lseek(fd, 0, os.SEEK_SET)
+        for i in range(20):
+            started.append(time.monotonic_ns())
+            os.read(fd, i + 1)
+        os.close(fd)
+        dfd = os.open(folder, os.O_RDONLY)
+        started.append(time.monotonic_ns())
+        with pytest.raises(IsADirectoryError):
+            os.read(dfd, 10)
+        os.close(dfd)
+
+    names = {str(path), str(folder)}
+    types = [EventType.FILE_WRITE, EventType.FILE_READ, EventType.FILE_PERMISSION]
+    events, _, mgr = await capture(
+        types, act, lambda seen: any(e.type == EventType.FILE_PERMISSION and e.path == str(folder) for e in seen))
+    mine_ = [e for e in events if e.pid == os.getpid() and e.path in names]
+    io = [e for e in mine_ if e.type != EventType.FILE_PERMISSION]
+    want = [(EventType.FILE_WRITE, i + 1) for i in range(20)] + [(EventType.FILE_READ, i + 1) for i in range(20)]
+    assert [(e.type, e.bytes) for e in io] == want
+    checks = [e for e in mine_ if e.type == EventType.FILE_PERMISSION]
+    syscalls = [(2, str(path))] * 20 + [(4, str(path))] * 20 + [(4, str(folder))]  # the last read fails
+    if check_mechanism(mgr, "file_permission")["mechanism"] == "tracepoint":
+        assert [(e.mask, e.path) for e in checks] == syscalls
+        assert all(c.ts_ns < e.ts_ns for c, e in zip(checks, io))  # made at the entry, not the exit
+    # (LSM and fentry may see a check more than once per syscall.) Each
+    # syscall's check lies between its start and its own event.
+    ends: list[int | None] = [e.ts_ns for e in io] + [None]  # the failed read has none
+    for (mask, name), start, end in zip(syscalls, started, ends, strict=True):
+        assert any(c.mask == mask and c.path == name and start <= c.ts_ns and (end is None or c.ts_ns <= end) for c in checks)
+
+
+async def test_a_read_that_waits_has_its_permission_check_reported_while_it_waits() -> None:
+    # A pipe (unlike a file) can keep a read waiting: its check is not held
+    # back until the read returns.
+    rfd, wfd = os.pipe()
+    reader_tid: list[int] = []
+
+    def block() -> bytes:
+        reader_tid.append(threading.get_native_id())
+        return os.read(rfd, 5)
+
+    try:
+        async with CaptureManager(FAST) as mgr, await mgr.subscribe([EventType.FILE_PERMISSION]) as sub:
+            async with anyio.create_task_group() as tg:
+                result: list[bytes] = []
+
+                async def reader() -> None:
+                    result.append(await anyio.to_thread.run_sync(block))
+
+                tg.start_soon(reader)
+                seen = await collect_until(sub, lambda seen: bool(reader_tid) and any(e.tid == reader_tid[0] and e.mask == 4 for e in seen))
+                assert not result  # still waiting
+                os.write(wfd, b"hello")
+            assert result == [b"hello"]
+        assert any(e.tid == reader_tid[0] and e.mask == 4 for e in seen)
+    finally:
+        os.close(rfd)
+        os.close(wfd)
 
 
 async def test_deep_paths_are_complete_and_long_ones_say_so(tmp_path: Path, token: str) -> None:

@@ -63,6 +63,10 @@ pub mod flag {
     pub const NO_SOURCE: u16 = 1 << 7;
     /// `FileRecord::data` is one plain string, not path components.
     pub const PATH_IS_STRING: u16 = 1 << 8;
+    /// A `file_read`/`file_write` record that also carries the
+    /// `file_permission` check its syscall's entry made (mask in `flags`,
+    /// made `checked_ns` before this record): one record instead of two.
+    pub const CHECKED: u16 = 1 << 9;
 }
 
 /// Common start of every record: the decoder checks `size` and dispatches on
@@ -150,12 +154,14 @@ pub struct NetRecord {
 pub struct FileRecord {
     pub hdr: Header,
     pub fd: i32,
-    /// Open flags (`O_*`) for `file_open`; the permission mask (`MAY_*`) for `file_permission`.
+    /// Open flags (`O_*`) for `file_open`; the permission mask (`MAY_*`) for
+    /// `file_permission` and for a read or write that is `CHECKED`.
     pub flags: u32,
     pub bytes: i64,
     pub path_len: u16,
     pub path_depth: u16,
-    pub _pad: u32,
+    /// With `CHECKED`: nanoseconds from the permission check to this record.
+    pub checked_ns: u32,
     pub data: [u8; PATH_MAX_BYTES + NAME_CAP],
 }
 
@@ -240,6 +246,8 @@ pub struct Offsets {
     pub fdt_max_fds: u32,
     pub file_path: u32,
     pub file_flags: u32,
+    pub file_f_op: u32,
+    pub fops_poll: u32,
     pub file_private: u32,
     pub path_mnt: u32,
     pub path_dentry: u32,
@@ -295,6 +303,8 @@ impl Offsets {
         fdt_max_fds: NO_OFFSET,
         file_path: NO_OFFSET,
         file_flags: NO_OFFSET,
+        file_f_op: NO_OFFSET,
+        fops_poll: NO_OFFSET,
         file_private: NO_OFFSET,
         path_mnt: NO_OFFSET,
         path_dentry: NO_OFFSET,
@@ -521,7 +531,7 @@ const _: () = {
     assert!(offset_of!(ExecRecord, data) == 88);
     assert!(size_of::<ExitRecord>() == 88);
     assert!(size_of::<ForkRecord>() == 88);
-    assert!(size_of::<Offsets>() == 51 * 4);
+    assert!(size_of::<Offsets>() == 53 * 4);
     assert!(size_of::<Settings>() == 48);
     assert!(size_of::<NetRecord>() == 128);
     assert!(offset_of!(FileRecord, data) == 104);

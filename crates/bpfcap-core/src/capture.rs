@@ -23,7 +23,7 @@ use crate::{
     btf::Btf,
     cgroups::{self, CgroupInfo},
     clock,
-    decode::{decode, decode_raw, view, DecodeStats, View},
+    decode::{decode, decode_into, decode_raw, views, DecodeStats, View},
     error::{Error, Result},
     event::{kind_name, Event, FieldValue, Payload},
     filter::{FilterMaps, FilterSpec},
@@ -707,11 +707,7 @@ impl Capture {
     pub fn drain(&mut self, max: usize, out: &mut Vec<Event>) -> usize {
         let first = out.len();
         let stats = &mut self.stats.decode;
-        let n = self.rings.read(max, |rec| {
-            if let Ok(ev) = decode(rec, stats) {
-                out.push(ev);
-            }
-        });
+        let n = self.rings.read(max, |rec| decode_into(rec, stats, out));
         self.finish_batch(n, max, out, first)
     }
 
@@ -724,11 +720,7 @@ impl Capture {
     pub fn drain_views(&mut self, max: usize, mut f: impl FnMut(&View<'_>), user: &mut Vec<Event>) -> usize {
         let first = user.len();
         let stats = &mut self.stats.decode;
-        let n = self.rings.read(max, |rec| {
-            if let Ok(v) = view(rec, stats) {
-                f(&v);
-            }
-        });
+        let n = self.rings.read(max, |rec| views(rec, stats, &mut f));
         self.finish_batch(n, max, user, first)
     }
 

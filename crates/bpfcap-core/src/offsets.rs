@@ -48,6 +48,8 @@ offset_table! {
     fdt_max_fds => "fdtable", "max_fds";
     file_path => "file", "f_path";
     file_flags => "file", "f_flags";
+    file_f_op => "file", "f_op";
+    fops_poll => "file_operations", "poll";
     file_private => "file", "private_data";
     path_mnt => "path", "mnt";
     path_dentry => "path", "dentry";

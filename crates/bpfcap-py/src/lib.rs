@@ -373,7 +373,10 @@ fn decode_records<'py>(
     records: Vec<Bound<'py, PyBytes>>,
 ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyDict>)> {
     let mut stats = decode::DecodeStats::default();
-    let events: Vec<_> = records.iter().filter_map(|r| decode::decode(r.as_bytes(), &mut stats).ok()).collect();
+    let mut events = Vec::with_capacity(records.len());
+    for r in &records {
+        decode::decode_into(r.as_bytes(), &mut stats, &mut events);
+    }
     let offset = clock::wall_offset_ns();
     let list = PyEvent::list(py, events.into_iter(), offset)?;
     let d = PyDict::new(py);
