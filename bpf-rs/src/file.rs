@@ -224,10 +224,11 @@ pub fn bpfcap_wr_fx(ctx: FExitContext) -> u32 {
 #[inline(always)]
 fn rw_enter(ctx: &TracePointContext, k: u16, mask: u32) {
     let fd = syscall_arg(ctx, 0) as i64;
+    let check = admit(kind::FILE_PERMISSION);
     let wanted = admit(k);
     let mut file = 0;
     let mut checked_at = 0;
-    if admit(kind::FILE_PERMISSION) {
+    if check {
         file = file_of_fd(fd);
         if file != 0 {
             if wanted && never_waits(file) {
