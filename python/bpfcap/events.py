@@ -23,7 +23,7 @@ class EventType(enum.IntEnum):
     EXEC_CHECK = 10
     FILE_PERMISSION = 11
     PROBE = 12
-    LOSS = 13
+    LOSS = 0x100
     """In-band notice that events were lost (kernel ring full, a slow subscriber)."""
 
     @property

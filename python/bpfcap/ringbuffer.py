@@ -256,10 +256,11 @@ class RingBufferManager:
         drops = native.drops()
         lost = native.lost_in_kernel()
         counters = {**drops, "kernel_ring_full": lost}
+        # (indexed by the kinds a record can have: `loss` is not one)
         by_type = {
-            t.json_name: {reason: counts[t] for reason, counts in counters.items() if counts[t]}
-            for t in EventType
-            if any(counts[t] for counts in counters.values())
+            EventType(k).json_name: {reason: counts[k] for reason, counts in counters.items() if counts[k]}
+            for k in range(1, len(lost))
+            if any(counts[k] for counts in counters.values())
         }
         fill, size = native.fill()
         return RingBufferStats(

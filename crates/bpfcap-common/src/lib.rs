@@ -37,10 +37,14 @@ pub mod kind {
     pub const EXEC_CHECK: u16 = 10;
     pub const FILE_PERMISSION: u16 = 11;
     pub const PROBE: u16 = 12;
-    /// In-band loss notice; produced by userspace, never by the kernel.
-    pub const LOSS: u16 = 13;
-    /// One more than the largest kind: size of per-kind counter arrays.
-    pub const COUNT: u32 = 14;
+    /// One more than the largest kind a record can have: the size of the
+    /// programs' per-kind arrays and filter bits.
+    pub const COUNT: u32 = 13;
+    /// Kinds from here up are made in userspace and never come in a record,
+    /// so a new kernel kind (below) never collides with them.
+    pub const USERSPACE: u16 = 0x100;
+    /// In-band loss notice (reader side: a full ring, a slow subscriber).
+    pub const LOSS: u16 = USERSPACE;
 }
 
 /// `Header::flags` bits.
@@ -441,7 +445,6 @@ pub struct FilterConfig {
     /// 1 when session labels or pid trees are tracked: programs then look the
     /// current process up in `BPFCAP_TRACKED`.
     pub tracking: u32,
-    pub _pad: u32,
 }
 
 impl FilterConfig {
@@ -454,7 +457,6 @@ impl FilterConfig {
         rate_burst: 0,
         sample: [u32::MAX; kind::COUNT as usize],
         tracking: 0,
-        _pad: 0,
     };
 }
 
@@ -535,7 +537,7 @@ const _: () = {
     assert!(size_of::<Settings>() == 48);
     assert!(size_of::<NetRecord>() == 128);
     assert!(offset_of!(FileRecord, data) == 104);
-    assert!(size_of::<FilterConfig>() == 24 + 4 * kind::COUNT as usize + 8);
+    assert!(size_of::<FilterConfig>() == 24 + 4 * kind::COUNT as usize + 4);
     assert!(PATH_MAX_BYTES.is_power_of_two() && NAME_CAP.is_power_of_two());
     assert!(offset_of!(ProbeRecord, data) == 152);
     assert!(PROBE_DATA_AREA.is_power_of_two() && PROBE_STRS * PROBE_STR_MAX + PROBE_DATA_MAX <= PROBE_DATA_AREA);

@@ -36,7 +36,7 @@ use crate::{
 };
 
 /// The BPF object built from `bpf-rs/` by build.rs.
-static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bpfcap.bpf.o"));
+pub(crate) static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bpfcap.bpf.o"));
 
 /// The probes that keep the kernel's process trees (followed pids, sessions) current.
 const TRACKING_PROBES: [&str; 2] = ["sched_process_fork", "sched_process_exit"];

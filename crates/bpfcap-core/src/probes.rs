@@ -238,3 +238,36 @@ pub fn selftest_for(ty: ProgType) -> Option<&'static Attach> {
     };
     SELFTESTS.iter().find(|t| t.ty == ty)
 }
+
+#[cfg(test)]
+mod tests {
+    use aya_obj::ProgramSection as S;
+
+    use super::*;
+
+    /// A plan naming a program the object lacks, or one of another type,
+    /// would only fail when it is attached, as root, on a kernel that picks it.
+    #[test]
+    fn every_program_a_plan_names_is_in_the_built_object_with_its_type() {
+        let obj = aya_obj::Object::parse(crate::capture::BPF_OBJECT).expect("the built BPF object parses");
+        let mut wrong = Vec::new();
+        for attach in PROBES.iter().flat_map(|p| p.plans).flat_map(|plan| plan.attach) {
+            let fits = |s: &S| match attach.ty {
+                Kprobe => matches!(s, S::KProbe),
+                Kretprobe => matches!(s, S::KRetProbe),
+                Fentry => matches!(s, S::FEntry { .. }),
+                Fexit => matches!(s, S::FExit { .. }),
+                Lsm => matches!(s, S::Lsm { .. }),
+                Tracepoint => matches!(s, S::TracePoint),
+                RawTracepoint => matches!(s, S::RawTracePoint),
+                Uprobe => matches!(s, S::UProbe { .. }),
+                Uretprobe => matches!(s, S::URetProbe { .. }),
+            };
+            match obj.programs.get(attach.program) {
+                Some(p) if fits(&p.section) => {}
+                other => wrong.push((attach.program, attach.ty.name(), other.map(|p| format!("{:?}", p.section)))),
+            }
+        }
+        assert!(wrong.is_empty(), "plans naming programs the object lacks or has with another type: {wrong:?}");
+    }
+}
