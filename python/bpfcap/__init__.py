@@ -24,14 +24,16 @@ from .errors import (
 )
 from .events import EventType
 from .filters import EventFilter
-from .manager import CaptureManager, Subscription
+from .manager import AnySubscription, Batch, CaptureManager, LineSubscription, Subscription
 from .programs import BPFProgSpec, SupportedProbes
 from .ringbuffer import Lines, RingBufferManager, RingBufferStats
 from .session import CommandNotFound, Session, Summary
 
 __all__ = [
+    "AnySubscription",
     "AttachError",
     "BPFProgSpec",
+    "Batch",
     "BpfcapError",
     "CaptureManager",
     "ClosedError",
@@ -41,6 +43,7 @@ __all__ = [
     "EventFilter",
     "EventType",
     "KernelFeatureError",
+    "LineSubscription",
     "Lines",
     "PerformanceConfig",
     "PrivilegeError",

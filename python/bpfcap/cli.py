@@ -17,7 +17,7 @@ from .config import PerformanceConfig
 from .errors import BpfcapError, ConfigError, UnknownProbeError
 from .events import EventType, parse_types
 from .filters import EventFilter
-from .manager import Batch, CaptureManager, Subscription
+from .manager import AnySubscription, Batch, CaptureManager
 from .outputs import Output, OutputError, open_output
 from .ringbuffer import Lines, RingBufferStats
 from .session import CommandNotFound
@@ -39,11 +39,11 @@ def output_for(args: argparse.Namespace, flag: str, path: Optional[str], default
     return open_output(path, default, what=flag, append=args.append, force=args.force)
 
 
-def make_writer(out: Output, fmt: str) -> Callable[[Batch], Lines]:
+def make_writer(out: Output, fmt: str) -> Callable[[Batch | Lines], Lines]:
     """Writes a batch as JSON lines or text lines, encoded natively in one bytes
     object (a ``Lines`` batch already is); returns what it wrote."""
 
-    def write(batch: Batch) -> Lines:
+    def write(batch: Batch | Lines) -> Lines:
         lines = batch if isinstance(batch, Lines) else Lines.encode(batch, fmt)
         out.write(lines.data)
         return lines
@@ -195,7 +195,8 @@ def format_stats(st: RingBufferStats) -> str:
     )
 
 
-async def stream(sub: Subscription, write: Callable[[Batch], Lines], counter: Counter, max_events: Optional[int]) -> None:
+async def stream(sub: AnySubscription, write: Callable[[Batch | Lines], Lines], counter: Counter,
+                 max_events: Optional[int]) -> None:
     async for batch in sub.batches():
         if max_events is not None and counter.total + len(batch) >= max_events:
             assert not isinstance(batch, Lines)  # (with --max-events, run asks for events)
@@ -251,7 +252,7 @@ async def cmd_exec(args: argparse.Namespace) -> int:
                 return 127
             stats = mgr.stats()
         summary = session.summary
-        assert summary is not None and session.returncode is not None
+        assert session.returncode is not None
         print(summary.render_text(), file=sys.stderr)
         print(format_stats(stats), file=sys.stderr)
         if summary_out is not None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 import orjson
 
 from .errors import ConfigError, UnknownProbeError
-from .events import EventType, parse_types
+from .events import EventType, TypeLike, parse_types
 
 __all__ = ["EventFilter"]
 
@@ -62,13 +62,13 @@ class EventFilter:
     most 15 bytes each: the kernel keeps 15). Capacity: 4096 entries per field.
     """
 
-    pids: tuple[int, ...] = ()
-    uids: tuple[int, ...] = ()
-    cgroup_paths: tuple[str, ...] = ()
-    container_ids: tuple[str, ...] = ()
-    comm: tuple[str, ...] = ()
-    exclude_comm: tuple[str, ...] = ()
-    event_types: tuple[EventType, ...] = ()
+    pids: Sequence[int] = ()
+    uids: Sequence[int] = ()
+    cgroup_paths: Sequence[str] = ()
+    container_ids: Sequence[str] = ()
+    comm: Sequence[str] = ()
+    exclude_comm: Sequence[str] = ()
+    event_types: Sequence[TypeLike] = ()  # (kept as a sorted tuple of EventType)
     follow_children: bool = True
 
     def __post_init__(self) -> None:

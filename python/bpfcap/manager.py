@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from types import TracebackType
-from typing import Any, Iterable, Literal, Optional, Sequence, Union
+from typing import Any, Generic, Iterable, Literal, Optional, Sequence, TypeVar, Union, overload
 
 import anyio
 import anyio.abc
@@ -32,9 +32,13 @@ from .programs import BPFProgSpec
 from .ringbuffer import Lines, RingBufferManager, RingBufferStats
 from .session import Session
 
-__all__ = ["CaptureManager", "Subscription"]
+__all__ = ["AnySubscription", "Batch", "CaptureManager", "LineSubscription", "Subscription"]
 
-Batch = Union[list[Any], Lines]  # events, or Lines for a subscriber made with lines=
+Event = _native.Event
+Batch = list[Event]
+"""What ``sub.batches()`` yields: the events of one native batch."""
+_B = TypeVar("_B", list[Event], Lines)
+_S = TypeVar("_S", bound="_Subscriber[Any]")
 Policy = Literal["drop", "block"]
 LineFormat = Literal["json", "text"]
 _names = itertools.count(1)
@@ -45,13 +49,9 @@ NOTHING = EventFilter(event_types=(EventType.LOSS,))
 FINAL_WAIT = 5.0
 
 
-class Subscription:
-    """Events of the requested types, in kernel order.
-
-    ``async for event in sub`` yields events; ``async for batch in sub.batches()``
-    yields lists of them. With ``lines``, both yield ``Lines`` batches.
-    Use ``async with`` (or ``aclose()``) to unsubscribe.
-    """
+class _Subscriber(Generic[_B]):
+    """A subscriber's queue of batches (``_B``: event lists or ``Lines``), fed
+    by the manager's pump; see ``Subscription`` and ``LineSubscription``."""
 
     def __init__(
         self,
@@ -68,19 +68,19 @@ class Subscription:
         self.lines = lines
         self._manager = manager
         self._type_ids = frozenset(int(t) for t in types)
-        send, recv = anyio.create_memory_object_stream[Batch](max_batches)
-        self._send: MemoryObjectSendStream[Batch] = send
-        self._recv: MemoryObjectReceiveStream[Batch] = recv
-        self._current: Iterable[Any] = iter(())
+        send, recv = anyio.create_memory_object_stream[_B](max_batches)
+        self._send: MemoryObjectSendStream[_B] = send
+        self._recv: MemoryObjectReceiveStream[_B] = recv
+        self._current: Iterable[Event] = iter(())
         self._pending_loss = 0
-        self._unsent: Optional[Batch] = None
+        self._unsent: Optional[_B] = None
         self.delivered = 0
         self.dropped = 0
         self.dropped_batches = 0
 
     # -- fed by the manager's pump ------------------------------------------------
 
-    def _offer(self, batch: Batch) -> None:
+    def _offer(self, batch: _B) -> None:
         """Queues a batch without waiting; counts it as dropped if the queue is full."""
         n = len(batch)
         if self._pending_loss:
@@ -107,13 +107,13 @@ class Subscription:
                 return
             self._pending_loss = 0
 
-    def _loss_notice(self) -> Batch:
+    def _loss_notice(self) -> _B:
         return self._batch_of([_native.loss_event(self._pending_loss, "subscriber_queue_full")])
 
-    def _batch_of(self, events: list[Any]) -> Batch:
-        return Lines.encode(events, self.lines) if self.lines else events
+    def _batch_of(self, events: list[Event]) -> _B:
+        return Lines.encode(events, self.lines) if self.lines else events  # type: ignore[return-value]
 
-    async def _put(self, batch: Batch) -> None:
+    async def _put(self, batch: _B) -> None:
         """Queues a batch, waiting for room (``policy="block"``)."""
         try:
             await self._send.send(batch)
@@ -130,31 +130,15 @@ class Subscription:
 
     # -- consumer side -------------------------------------------------------------
 
-    def __aiter__(self) -> Subscription:
-        return self
-
-    async def __anext__(self) -> Any:
-        for event in self._current:
-            return event
-        if self.lines:
-            return await _Batches(self).__anext__()
-        try:
-            batch = await self.receive_batch()
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
-        assert not isinstance(batch, Lines)
-        self._current = iter(batch)
-        return next(self._current)
-
-    def batches(self) -> _Batches:
-        """Async iterator of event lists (one list per native batch)."""
+    def batches(self) -> _Batches[_B]:
+        """Async iterator of batches (one per native batch)."""
         return _Batches(self)
 
-    async def receive_batch(self) -> Batch:
+    async def receive_batch(self) -> _B:
         """The next batch; raises ``anyio.EndOfStream`` once the capture stopped and all was read."""
         rest = list(self._current)
         if rest:
-            return rest
+            return rest  # type: ignore[return-value]  # (only event subscribers iterate events)
         try:
             return await self._recv.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
@@ -165,31 +149,63 @@ class Subscription:
         self._manager._unsubscribe(self)
         self._recv.close()
 
-    async def __aenter__(self) -> Subscription:
+    async def __aenter__(self: _S) -> _S:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
 
-def _join(a: Batch, b: Batch) -> Batch:
-    if isinstance(a, Lines) and isinstance(b, Lines):
-        return a + b
-    assert isinstance(a, list) and isinstance(b, list)  # a subscriber's batches are all of one kind
-    return a + b
+class Subscription(_Subscriber[Batch]):
+    """Events of the requested types, in kernel order.
+
+    ``async for event in sub`` yields events; ``async for batch in sub.batches()``
+    yields lists of them. Use ``async with`` (or ``aclose()``) to unsubscribe.
+    """
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        for event in self._current:
+            return event
+        try:
+            batch = await self.receive_batch()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+        self._current = iter(batch)
+        return next(self._current)
 
 
-class _Batches:
+class LineSubscription(_Subscriber[Lines]):
+    """A subscriber made with ``lines="json"`` or ``"text"``: ``async for``
+    and ``batches()`` both yield ``Lines``, one per native batch."""
+
+    def __aiter__(self) -> LineSubscription:
+        return self
+
+    async def __anext__(self) -> Lines:
+        return await _Batches(self).__anext__()
+
+
+AnySubscription = Union[Subscription, LineSubscription]
+
+
+def _join(a: _B, b: _B) -> _B:
+    return a + b  # (a subscriber's batches are all of one kind)
+
+
+class _Batches(Generic[_B]):
     """``async for batch in sub.batches()``: a plain iterator, so breaking out of
     the loop needs no async-generator finalisation (which trio warns about)."""
 
-    def __init__(self, sub: Subscription) -> None:
-        self._sub = sub
+    def __init__(self, sub: _Subscriber[_B]) -> None:
+        self._sub: _Subscriber[_B] = sub
 
-    def __aiter__(self) -> _Batches:
+    def __aiter__(self) -> _Batches[_B]:
         return self
 
-    async def __anext__(self) -> Batch:
+    async def __anext__(self) -> _B:
         try:
             return await self._sub.receive_batch()
         except anyio.EndOfStream:
@@ -225,7 +241,7 @@ class CaptureManager:
         self._queue_batches = queue_batches
         self._running = False
         self._tg: Optional[anyio.abc.TaskGroup] = None
-        self._subs: list[Subscription] = []
+        self._subs: list[_Subscriber[Any]] = []
         self._dropped_by_gone: dict[str, int] = {}
         self._stop_requested = False
         self._pump_scope: Optional[anyio.CancelScope] = None
@@ -289,6 +305,24 @@ class CaptureManager:
 
     # -- subscriptions -------------------------------------------------------------
 
+    @overload
+    async def subscribe(
+        self, types: Iterable[TypeLike] | str | None = None, *, policy: Policy = ..., max_batches: Optional[int] = ...,
+        name: Optional[str] = ..., lines: None = None,
+    ) -> Subscription: ...
+
+    @overload
+    async def subscribe(
+        self, types: Iterable[TypeLike] | str | None = None, *, policy: Policy = ..., max_batches: Optional[int] = ...,
+        name: Optional[str] = ..., lines: LineFormat,
+    ) -> LineSubscription: ...
+
+    @overload
+    async def subscribe(
+        self, types: Iterable[TypeLike] | str | None = None, *, policy: Policy = ..., max_batches: Optional[int] = ...,
+        name: Optional[str] = ..., lines: Optional[LineFormat] = ...,
+    ) -> AnySubscription: ...
+
     async def subscribe(
         self,
         types: Iterable[TypeLike] | str | None = None,
@@ -297,7 +331,7 @@ class CaptureManager:
         max_batches: Optional[int] = None,
         name: Optional[str] = None,
         lines: Optional[LineFormat] = None,
-    ) -> Subscription:
+    ) -> AnySubscription:
         """Subscribe to events of ``types`` (all process events if None), attaching their probes.
 
         ``policy="drop"`` (default): when this subscriber's queue (``max_batches``
@@ -321,11 +355,12 @@ class CaptureManager:
         )
         kinds = [int(t) for t in sorted(wanted) if t not in (EventType.LOSS, EventType.PROBE)]  # no probe of their own
         await anyio.to_thread.run_sync(native.enable_kinds, kinds)
-        sub = Subscription(self, wanted, size, policy, name or f"subscriber-{next(_names)}", lines)
+        cls = LineSubscription if lines else Subscription
+        sub = cls(self, wanted, size, policy, name or f"subscriber-{next(_names)}", lines)
         self._subs.append(sub)
         return sub
 
-    def _unsubscribe(self, sub: Subscription) -> None:
+    def _unsubscribe(self, sub: _Subscriber[Any]) -> None:
         if sub in self._subs:
             self._subs.remove(sub)
             sub._close_stream()
@@ -499,13 +534,13 @@ class CaptureManager:
             for batch in self._rings.drain(final=final):
                 await self._dispatch(batch, waiting)
 
-    async def _deliver(self, sub: Subscription, batch: Batch, waiting: bool) -> None:
+    async def _deliver(self, sub: _Subscriber[Any], batch: Any, waiting: bool) -> None:
         if sub.policy == "block" and waiting:
             await sub._put(batch)
         else:
             sub._offer(batch)
 
-    async def _dispatch(self, batch: list[Any], waiting: bool = True) -> None:
+    async def _dispatch(self, batch: Batch, waiting: bool = True) -> None:
         """Hands each subscriber the events of its types (loss notices of them too)."""
         present = {e.type_id for e in batch}
         loss_only = present == {EventType.LOSS}

@@ -25,7 +25,7 @@ from .events import EventType
 __all__ = ["Lines", "RingBufferManager", "RingBufferStats"]
 
 Event = _native.Event
-_B = TypeVar("_B", list[Any], "Lines")
+_B = TypeVar("_B", list[Event], "Lines")
 # How often the kernel's drop and loss counters are read (seconds).
 LOSS_CHECK_INTERVAL = 0.25
 
@@ -86,7 +86,7 @@ class Lines:
     """The events the batch's loss notices announce."""
 
     @classmethod
-    def encode(cls, events: list[Any], fmt: str) -> Lines:
+    def encode(cls, events: list[Event], fmt: str) -> Lines:
         return cls(*_native.encode_lines(events, fmt))
 
     def __add__(self, other: Lines) -> Lines:
@@ -119,7 +119,7 @@ class RingBufferManager:
         env = os.environ.get("BPFCAP_DISABLE_MECHANISMS", "")
         self._disabled = sorted({*disable_mechanisms, *(m.strip() for m in env.split(",") if m.strip())})
         self._native: Optional[_native.Capture] = None
-        self._callback: Optional[Callable[[Any], None]] = None
+        self._callback: Optional[Callable[[Event], None]] = None
         self._seen: dict[str, list[int]] = {}
         self._next_loss_check = 0.0
 
@@ -158,7 +158,7 @@ class RingBufferManager:
 
     # -- reading ---------------------------------------------------------------------
 
-    def set_callback(self, fn: Optional[Callable[[Any], None]]) -> None:
+    def set_callback(self, fn: Optional[Callable[[Event], None]]) -> None:
         """Has ``fn(event)`` called for every event ``poll`` reads (None: no callback)."""
         if fn is not None and not callable(fn):
             raise TypeError(f"the callback must be callable, not {fn!r}")
@@ -173,13 +173,13 @@ class RingBufferManager:
             await anyio.wait_readable(native.fileno())
         native.take_wakeups()
 
-    def drain(self, *, final: bool = False) -> Iterator[list[Any]]:
+    def drain(self, *, final: bool = False) -> Iterator[list[Event]]:
         """Everything pending, decoded, in batches of at most ``batch_size``,
         each taken from the rings only when the previous one was consumed (what
         is not asked for stays in the rings); loss notices (ring full, sampled
         out, rate limited) follow as ``loss`` events when the kernel's counters
         grew (checked every LOSS_CHECK_INTERVAL, and always when ``final``)."""
-        def take(size: int) -> tuple[list[Any], int]:
+        def take(size: int) -> tuple[list[Event], int]:
             batch = self.native.drain(size)
             return batch, len(batch)
 
@@ -212,14 +212,14 @@ class RingBufferManager:
             if taken < size:
                 return
 
-    def _notices_due(self, final: bool) -> list[Any]:
+    def _notices_due(self, final: bool) -> list[Event]:
         now = time.monotonic()
         if now < self._next_loss_check and not final:
             return []
         self._next_loss_check = now + LOSS_CHECK_INTERVAL
         return self.loss_notices()
 
-    async def poll(self, timeout: Optional[float] = None) -> list[Any]:
+    async def poll(self, timeout: Optional[float] = None) -> list[Event]:
         """Waits as ``wait`` does, then returns every pending event (and loss
         notice), after handing each to the callback if one is set."""
         await self.wait(timeout)
@@ -229,7 +229,7 @@ class RingBufferManager:
                 self._callback(e)
         return events
 
-    def loss_notices(self) -> list[Any]:
+    def loss_notices(self) -> list[Event]:
         """Loss events for what the kernel counted since the last call: records
         lost because a ring was full, sampled out, rate limited."""
         native = self.native

@@ -15,12 +15,13 @@ import math
 import os
 import shutil
 import signal
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence, cast
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Mapping, Optional, Sequence
 
 import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._native import Event
 from .errors import BpfcapError, ConfigError
 from .events import EventType, TypeLike, parse_types
 
@@ -70,7 +71,7 @@ class Summary:
             self._procs[pid] = p
         return p
 
-    def add(self, e: Any) -> None:
+    def add(self, e: Any) -> None:  # (fields per type: the type checks below narrow what Event says is optional)
         t = e.type_id
         if t == EventType.LOSS:
             self.lost[e.reason] = self.lost.get(e.reason, 0) + e.count
@@ -214,11 +215,11 @@ class Session:
         self._max_batches = max_batches
         self.pid: Optional[int] = None
         self.returncode: Optional[int] = None
-        self.summary: Optional[Summary] = None
+        self._summary: Optional[Summary] = None
         self._tg: Optional[anyio.abc.TaskGroup] = None
-        self._out: Optional[MemoryObjectSendStream[list[Any]]] = None
-        self._in: Optional[MemoryObjectReceiveStream[list[Any]]] = None
-        self._current: Iterable[Any] = iter(())
+        self._out: Optional[MemoryObjectSendStream[list[Event]]] = None
+        self._in: Optional[MemoryObjectReceiveStream[list[Event]]] = None
+        self._current: Iterable[Event] = iter(())
         self._proc: Optional[anyio.abc.Process] = None
         self._sub: Optional[Subscription] = None
         self._done = anyio.Event()
@@ -237,7 +238,7 @@ class Session:
             ["/bin/sh", "-c", 'kill -STOP $$; exec "$@"', "bpfcap-session", *self.command], **self._popen
         )
         self.pid = self._proc.pid
-        self.summary = Summary(self.pid, self.command, self.label)
+        self._summary = Summary(self.pid, self.command, self.label)
         try:
             await _wait_stopped(self.pid)
             await mgr._session_follow(self, self.pid)
@@ -246,7 +247,7 @@ class Session:
             self._proc.kill()
             raise
         self._started = anyio.current_time()
-        self._out, self._in = anyio.create_memory_object_stream[list[Any]](self._max_batches)
+        self._out, self._in = anyio.create_memory_object_stream[list[Event]](self._max_batches)
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         self._tg.start_soon(self._consume)
@@ -272,8 +273,8 @@ class Session:
     async def _consume(self) -> None:
         """Reads the session's events into the summary and the iterator until the
         command and its descendants are gone (or `grace` after the command)."""
-        assert self._sub is not None and self._out is not None and self._proc is not None and self.summary is not None
-        summary, sub, out, label = self.summary, self._sub, self._out, self.label
+        assert self._sub is not None and self._out is not None and self._proc is not None and self._summary is not None
+        summary, sub, out, label = self._summary, self._sub, self._out, self.label
         live = {self.pid}
         root_exited = False
         deadline = math.inf
@@ -293,7 +294,7 @@ class Session:
                 with anyio.move_on_after(0.05):
                     # Only this session's events (and loss notices): other
                     # subscribers' probes may have filled the rings before.
-                    events = cast(list[Any], await sub.receive_batch())  # (it asked for events, not lines)
+                    events = await sub.receive_batch()
                     batch = [e for e in events if e.session == label or e.type_id == EventType.LOSS]
                     for e in batch:
                         summary.add(e)
@@ -326,12 +327,19 @@ class Session:
         except (NotImplementedError, ValueError, RuntimeError):
             return  # not the main thread, or no signal support: nothing to forward
 
+    @property
+    def summary(self) -> Summary:
+        """What the session did so far (complete once it has ended)."""
+        if self._summary is None:
+            raise BpfcapError("a session has a summary once it has started: use it inside or after its async with block")
+        return self._summary
+
     # -- events ----------------------------------------------------------------------
 
     def __aiter__(self) -> Session:
         return self
 
-    async def batches(self) -> Any:
+    async def batches(self) -> AsyncIterator[list[Event]]:
         """The session's events, a batch (list) at a time."""
         rest = list(self._current)
         if rest:
@@ -340,7 +348,7 @@ class Session:
         async for batch in self._in:
             yield batch
 
-    async def __anext__(self) -> Any:
+    async def __anext__(self) -> Event:
         for event in self._current:
             return event
         assert self._in is not None, "iterate the session inside its async with block"

@@ -703,7 +703,8 @@ impl Capture {
     /// adds session labels and container information; records that fail to
     /// decode are counted and skipped. Returns how many records were read
     /// (with several rings: handed out). Fewer than `max` means nothing
-    /// that was pending is left.
+    /// that was pending is left. (A read or write that carries its
+    /// permission check is one record and two events.)
     pub fn drain(&mut self, max: usize, out: &mut Vec<Event>) -> usize {
         let first = out.len();
         let stats = &mut self.stats.decode;
