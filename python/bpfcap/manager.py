@@ -553,8 +553,8 @@ class CaptureManager:
                 part = batch
             elif present.isdisjoint(ids):
                 continue
-            else:
-                part = [e for e in batch if e.type_id in ids]
+            else:  # (a loss event goes to the subscribers of the type it is about)
+                part = [e for e in batch if e.type_id in ids or (e.type_id == EventType.LOSS and e.lost_type_id in ids)]
             if part:
                 parts.append((sub, part))
         for i, (sub, part) in enumerate(parts):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from typing import Any, Callable, Iterable, Iterator, Optional, TypeVar
 
 import anyio
@@ -26,8 +25,6 @@ __all__ = ["Lines", "RingBufferManager", "RingBufferStats"]
 
 Event = _native.Event
 _B = TypeVar("_B", list[Event], "Lines")
-# How often the kernel's drop and loss counters are read (seconds).
-LOSS_CHECK_INTERVAL = 0.25
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +42,8 @@ class RingBufferStats:
     """Events whose cgroup was gone before its container could be read."""
     redacted_args: int
     """Command-line arguments replaced by ``[REDACTED]`` (with ``redact_secrets``)."""
+    filter_update_errors: int
+    """Containers started after a ``container_ids`` filter whose cgroups the kernel refused to add."""
     lost_in_kernel: int
     """Records the programs could not write: a ring was full."""
     lost_by_cpu: tuple[int, ...]
@@ -120,8 +119,6 @@ class RingBufferManager:
         self._disabled = sorted({*disable_mechanisms, *(m.strip() for m in env.split(",") if m.strip())})
         self._native: Optional[_native.Capture] = None
         self._callback: Optional[Callable[[Event], None]] = None
-        self._seen: dict[str, list[int]] = {}
-        self._next_loss_check = 0.0
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -176,16 +173,15 @@ class RingBufferManager:
     def drain(self, *, final: bool = False) -> Iterator[list[Event]]:
         """Everything pending, decoded, in batches of at most ``batch_size``,
         each taken from the rings only when the previous one was consumed (what
-        is not asked for stays in the rings); loss notices (ring full, sampled
-        out, rate limited) follow as ``loss`` events when the kernel's counters
-        grew (checked every LOSS_CHECK_INTERVAL, and always when ``final``)."""
+        is not asked for stays in the rings). The batches carry ``loss`` events
+        (ring full, sampled out, rate limited) when the kernel's counters grew,
+        checked by the core every quarter second, and at the end when ``final``."""
         def take(size: int) -> tuple[list[Event], int]:
             batch = self.native.drain(size)
             return batch, len(batch)
 
         yield from self._batches(take)
-        notices = self._notices_due(final)
-        if notices:
+        if final and (notices := self.native.announce_losses()):
             yield notices
 
     def drain_lines(self, fmt: str, types: Iterable[int], *, final: bool = False) -> Iterator[Lines]:
@@ -198,8 +194,7 @@ class RingBufferManager:
             return Lines(data, counts, lost), taken
 
         yield from self._batches(take)
-        notices = [e for e in self._notices_due(final) if e.lost_type_id in kinds]
-        if notices:
+        if final and (notices := [e for e in self.native.announce_losses() if e.lost_type_id in kinds]):
             yield Lines.encode(notices, fmt)
 
     def _batches(self, take: Callable[[int], tuple[_B, int]]) -> Iterator[_B]:
@@ -212,13 +207,6 @@ class RingBufferManager:
             if taken < size:
                 return
 
-    def _notices_due(self, final: bool) -> list[Event]:
-        now = time.monotonic()
-        if now < self._next_loss_check and not final:
-            return []
-        self._next_loss_check = now + LOSS_CHECK_INTERVAL
-        return self.loss_notices()
-
     async def poll(self, timeout: Optional[float] = None) -> list[Event]:
         """Waits as ``wait`` does, then returns every pending event (and loss
         notice), after handing each to the callback if one is set."""
@@ -228,25 +216,6 @@ class RingBufferManager:
             for e in events:
                 self._callback(e)
         return events
-
-    def loss_notices(self) -> list[Event]:
-        """Loss events for what the kernel counted since the last call: records
-        lost because a ring was full, sampled out, rate limited."""
-        native = self.native
-        drops = native.drops()
-        counters = {
-            "kernel_ring_full": native.lost_in_kernel(),
-            "sampled": drops["sampled"],
-            "rate_limited": drops["rate_limited"],
-        }
-        notices = []
-        for reason, totals in counters.items():
-            seen = self._seen.setdefault(reason, [0] * len(totals))
-            for type_id, total in enumerate(totals):
-                if total > seen[type_id]:
-                    notices.append(_native.loss_event(total - seen[type_id], reason, type_id))
-                    seen[type_id] = total
-        return notices
 
     # -- stats -------------------------------------------------------------------------
 
@@ -271,6 +240,7 @@ class RingBufferManager:
             decode_errors=st["decode_errors"],
             enrich_failed=st["enrich_failed"],
             redacted_args=st["redacted_args"],
+            filter_update_errors=st["filter_update_errors"],
             lost_in_kernel=sum(lost),
             lost_by_cpu=tuple(native.lost_by_cpu()),
             lost_by_type={EventType(i).json_name: n for i, n in enumerate(lost) if n},

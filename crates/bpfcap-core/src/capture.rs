@@ -16,7 +16,7 @@ use aya::{
     maps::{Array, MapData, PerCpuArray, RingBuf},
     Ebpf, EbpfError, EbpfLoader,
 };
-use bpfcap_common::{kind, Offsets, Settings, SockStateLayout, MAX_RINGS};
+use bpfcap_common::{drop_reason, kind, Offsets, Settings, SockStateLayout, MAX_RINGS};
 
 use crate::{
     attach::{self, Link},
@@ -112,6 +112,23 @@ pub struct ReaderStats {
     pub enrich_failed: u64,
     /// Command-line arguments replaced by `[REDACTED]` (see [`crate::redact`]).
     pub redacted_args: u64,
+    /// Filter updates for containers that started after the filter, which
+    /// the kernel refused (their events are not selected).
+    pub filter_update_errors: u64,
+    /// Reads of the kernel's loss counters that failed (their losses are
+    /// announced at the next read that works).
+    pub loss_check_errors: u64,
+}
+
+/// How often `drain` reads the kernel's loss counters for loss events.
+const LOSS_CHECK_NS: u64 = 250_000_000;
+
+/// What the loss events so far announced: per reason (ring full, sampled
+/// out, rate limited) and kind, and when to look again.
+#[derive(Debug, Default)]
+struct Announced {
+    counts: [[u64; kind::COUNT as usize]; 3],
+    next_check_ns: u64,
 }
 
 /// aya's parse of the kernel's BTF, started in the background.
@@ -195,6 +212,8 @@ pub struct Capture {
     settings: Settings,
     pub offsets: Offsets,
     pub stats: ReaderStats,
+    /// The kernel's loss counters as last announced in loss events.
+    announced: Announced,
     /// Redact secrets in command lines before events leave the core.
     pub redact: bool,
 }
@@ -292,6 +311,7 @@ impl Capture {
             settings,
             offsets,
             stats: ReaderStats::default(),
+            announced: Announced::default(),
             redact: false,
         })
     }
@@ -709,7 +729,41 @@ impl Capture {
         let first = out.len();
         let stats = &mut self.stats.decode;
         let n = self.rings.read(max, |rec| decode_into(rec, stats, out));
-        self.finish_batch(n, max, out, first)
+        let n = self.finish_batch(n, max, out, first);
+        if clock::monotonic_ns() >= self.announced.next_check_ns {
+            self.announce_losses(out);
+        }
+        n
+    }
+
+    /// Loss events (type `loss`) for what the kernel counted since the last
+    /// ones, appended to `out`: records a full ring could not take, events
+    /// sampled out or rate limited, per kind. `drain` adds them every
+    /// `LOSS_CHECK_NS`; a reader calls this once more at the end. Returns how
+    /// many it added.
+    pub fn announce_losses(&mut self, out: &mut Vec<Event>) -> usize {
+        let now = clock::monotonic_ns();
+        self.announced.next_check_ns = now + LOSS_CHECK_NS;
+        let (lost, drops) = match (self.lost_in_kernel(), self.filter.drops()) {
+            (Ok(lost), Ok(drops)) => (lost, drops),
+            _ => {
+                self.stats.loss_check_errors += 1;
+                return 0;
+            }
+        };
+        let totals = [&lost, &drops[drop_reason::SAMPLED as usize], &drops[drop_reason::RATE_LIMITED as usize]];
+        let before = out.len();
+        for ((reason, totals), seen) in
+            ["kernel_ring_full", "sampled", "rate_limited"].into_iter().zip(totals).zip(&mut self.announced.counts)
+        {
+            for (k, (&total, seen)) in totals.iter().zip(seen.iter_mut()).enumerate() {
+                if total > *seen {
+                    out.push(Event::loss(now, total - *seen, reason, Some(k as u16)));
+                    *seen = total;
+                }
+            }
+        }
+        out.len() - before
     }
 
     /// As [`Capture::drain`], but each record of the built-in probes goes to
@@ -745,6 +799,8 @@ impl Capture {
 
     /// The user probes' records, up to `max`, appended to `out` (not enriched);
     /// the container watch's are consumed here. Returns how many were read.
+    /// (The container watch's new cgroups are handed to
+    /// [`Capture::follow_new_containers`]: reading never writes the filter itself.)
     fn drain_user(&mut self, max: usize, out: &mut Vec<Event>) -> usize {
         let mut n = 0;
         let mut new_cgroups = Vec::new();
@@ -774,7 +830,7 @@ impl Capture {
             }
         }
         if !new_cgroups.is_empty() {
-            self.add_container_cgroups(&new_cgroups);
+            self.follow_new_containers(&new_cgroups);
         }
         n
     }
@@ -810,7 +866,10 @@ impl Capture {
     }
 
     /// cgroups created for containers a filter names: added to the filter.
-    fn add_container_cgroups(&mut self, created: &[(String, u64, u32)]) {
+    /// Adds the cgroups of containers the filter names that were just
+    /// created (path, id, level) to the filter; a refused update is counted
+    /// (`filter_update_errors`), and the next new cgroup tries again.
+    fn follow_new_containers(&mut self, created: &[(String, u64, u32)]) {
         let mut spec = self.filter.current.clone();
         let mut changed = false;
         for (path, id, level) in created {
@@ -826,7 +885,9 @@ impl Capture {
             }
         }
         if changed {
-            let _ = self.filter.apply(&spec);
+            if self.filter.apply(&spec).is_err() {
+                self.stats.filter_update_errors += 1;
+            }
         }
     }
 

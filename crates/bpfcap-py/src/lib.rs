@@ -8,7 +8,7 @@ use std::{sync::Mutex, time::Duration};
 
 use bpfcap_core::{
     capture, clock, decode, filter::FilterSpec, lines::LineWriter, probes::ProgType, user_probe::UserProbeSpec,
-    Capture, CaptureConfig,
+    Capture, CaptureConfig, Payload,
 };
 
 use pyo3::{
@@ -271,7 +271,12 @@ impl PyCapture {
             let taken = self.with(py, |s| {
                 let taken = s.capture.drain(max, &mut s.buf);
                 for ev in s.buf.drain(..) {
-                    if kinds.as_ref().is_none_or(|k| k.contains(&ev.hdr.kind)) {
+                    // (a loss event goes with the kind it is about)
+                    let kind = match &ev.payload {
+                        Payload::Loss { lost_kind: Some(k), .. } => *k,
+                        _ => ev.hdr.kind,
+                    };
+                    if kinds.as_ref().is_none_or(|k| k.contains(&kind)) {
                         writer.push(&ev, offset, out);
                     }
                 }
@@ -279,6 +284,17 @@ impl PyCapture {
             })?;
             Ok((PyBytes::new(py, out), event::counts_dict(py, &writer)?, writer.lost, taken))
         })
+    }
+
+    /// Loss events for what the kernel counted since the last ones (`drain`
+    /// adds them every quarter second; this is for the end of a capture).
+    fn announce_losses<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let events = self.with(py, |s| {
+            let mut out = Vec::new();
+            s.capture.announce_losses(&mut out);
+            Ok(out)
+        })?;
+        PyEvent::list(py, events.into_iter(), self.wall_offset_ns)
     }
 
     /// Up to `max` pending records as raw bytes (for recording test fixtures).
@@ -303,6 +319,8 @@ impl PyCapture {
         d.set_item("decode_errors", st.decode.errors())?;
         d.set_item("enrich_failed", st.enrich_failed)?;
         d.set_item("redacted_args", st.redacted_args)?;
+        d.set_item("filter_update_errors", st.filter_update_errors)?;
+        d.set_item("loss_check_errors", st.loss_check_errors)?;
         Ok(d)
     }
 
