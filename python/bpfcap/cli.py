@@ -19,6 +19,7 @@ from .events import EventType, parse_types
 from .filters import EventFilter
 from .manager import AnySubscription, Batch, CaptureManager
 from .outputs import Output, OutputError, open_output
+from .programs import BPFProgSpec
 from .ringbuffer import Lines, RingBufferStats
 from .session import CommandNotFound
 
@@ -274,18 +275,16 @@ async def cmd_doctor(args: argparse.Namespace) -> int:
         try:
             async with CaptureManager(PerformanceConfig(ring_buffer_size=1 << 16)) as mgr:
                 info["ring_buffer"] = "ok"
-                native = mgr._require()
-                types = await anyio.to_thread.run_sync(native.program_types)
-                info["program_types"] = {t: ("ok" if err is None else err) for t, err in types}
+                info["program_types"] = {t: ("ok" if err is None else err) for t, err in await mgr.program_types()}
                 try:  # all at once first: their programs load in parallel
-                    await anyio.to_thread.run_sync(native.enable_kinds, [int(t) for t in EventType if t < EventType.PROBE])
+                    await mgr.attach([t for t in EventType if t < EventType.PROBE])
                 except BpfcapError:
                     pass  # each probe's own attempt below says what failed
                 for spec in _native.supported_probes():
                     entry: dict[str, Any] = {"name": spec["name"], "type": spec["type"],
                                              "plans": [m for m, _ in spec["plans"]]}
                     try:
-                        await anyio.to_thread.run_sync(native.enable_probe, spec["name"])
+                        await mgr.load_program(BPFProgSpec(spec["name"]))
                         st = next(p for p in mgr.probes() if p["name"] == spec["name"])
                         entry.update(mechanism=st["mechanism"], targets=st["targets"], skipped=st["skipped"], error=None)
                     except BpfcapError as e:

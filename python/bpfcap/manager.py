@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from types import TracebackType
-from typing import Any, Generic, Iterable, Literal, Optional, Sequence, TypeVar, Union, overload
+from typing import Any, Generic, Hashable, Iterable, Literal, Optional, Sequence, TypeVar, Union, overload
 
 import anyio
 import anyio.abc
@@ -246,7 +246,7 @@ class CaptureManager:
         self._stop_requested = False
         self._pump_scope: Optional[anyio.CancelScope] = None
         self._filter = EventFilter()
-        self._sessions: dict[Session, Optional[int]] = {}
+        self._followed: dict[Hashable, Optional[int]] = {}  # followed trees (see follow)
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -342,7 +342,7 @@ class CaptureManager:
         event in one bytes object, as ``bpfcap run`` writes them, with counts
         by type) instead of event lists: the cheapest way to write events out.
         """
-        native = self._require()
+        self._require()
         if policy not in ("drop", "block"):
             raise ConfigError(f"invalid policy = {policy!r}: must be 'drop' or 'block'")
         if lines not in (None, "json", "text"):
@@ -353,8 +353,7 @@ class CaptureManager:
         wanted = parse_types(types) or frozenset(
             {EventType.PROCESS_EXEC, EventType.PROCESS_EXIT, EventType.PROCESS_FORK}
         )
-        kinds = [int(t) for t in sorted(wanted) if t not in (EventType.LOSS, EventType.PROBE)]  # no probe of their own
-        await anyio.to_thread.run_sync(native.enable_kinds, kinds)
+        await self.attach(wanted)
         cls = LineSubscription if lines else Subscription
         sub = cls(self, wanted, size, policy, name or f"subscriber-{next(_names)}", lines)
         self._subs.append(sub)
@@ -380,9 +379,9 @@ class CaptureManager:
     def _effective_filter(self, base: EventFilter) -> EventFilter:
         """While sessions run, the capture follows their processes (and the
         filter's own pids) with the filter's other fields."""
-        if not self._sessions:
+        if not self._followed:
             return base
-        pids = sorted({p for p in self._sessions.values() if p} | set(base.pids))
+        pids = sorted({p for p in self._followed.values() if p} | set(base.pids))
         if not pids:
             return NOTHING
         return dataclasses.replace(base, pids=tuple(pids), follow_children=True)
@@ -431,16 +430,20 @@ class CaptureManager:
         self._require()
         return Session(self, command, **kwargs)
 
-    async def _session_enter(self, session: Session) -> None:
-        self._sessions[session] = None
+    async def follow(self, key: Hashable, pid: Optional[int] = None) -> None:
+        """Narrows the capture to followed process trees: while any ``key`` is
+        followed, only the trees of their pids (and the filter's own ``pids``)
+        pass, with the filter's other fields. ``pid=None`` holds a place
+        before the process exists: nothing of it passes yet. ``Session`` uses
+        this around its command."""
+        if pid is not None and (isinstance(pid, bool) or not isinstance(pid, int) or pid < 1):
+            raise ConfigError(f"invalid pid = {pid!r}: must be a process id from 1")
+        self._followed[key] = pid
         await self._apply_filter(self._effective_filter(self._filter))
 
-    async def _session_follow(self, session: Session, pid: int) -> None:
-        self._sessions[session] = pid
-        await self._apply_filter(self._effective_filter(self._filter))
-
-    async def _session_exit(self, session: Session) -> None:
-        self._sessions.pop(session, None)
+    async def unfollow(self, key: Hashable) -> None:
+        """Stops following ``key``'s tree (see ``follow``)."""
+        self._followed.pop(key, None)
         if self._running:
             await self._apply_filter(self._effective_filter(self._filter))
 
@@ -466,6 +469,16 @@ class CaptureManager:
                 raise UnknownProbeError(f"no program named {name!r} is loaded")
 
     # -- introspection -------------------------------------------------------------
+
+    async def program_types(self) -> list[tuple[str, Optional[str]]]:
+        """Each BPF program type bpfcap may use, and why this kernel refuses it (None: it takes it)."""
+        return await anyio.to_thread.run_sync(self._require().program_types)
+
+    async def attach(self, types: Iterable[TypeLike] | str) -> None:
+        """Attaches the probes that ``types`` need without subscribing (their
+        programs load in parallel; ``subscribe`` does this itself)."""
+        kinds = [int(t) for t in sorted(parse_types(types)) if t not in (EventType.LOSS, EventType.PROBE)]
+        await anyio.to_thread.run_sync(self._require().enable_kinds, kinds)
 
     def probes(self) -> list[dict[str, Any]]:
         """What is attached and how: built-in probes (name, event type, mechanism,

@@ -232,7 +232,7 @@ class Session:
         mgr = self._mgr
         # The command's events pass once its pid is followed; it stops itself
         # before its exec and continues then, so its exec is never missed.
-        await mgr._session_enter(self)
+        await mgr.follow(self)
         self._sub = await mgr.subscribe(self.types, max_batches=self._max_batches, name=f"session {self.label}")
         self._proc = await anyio.open_process(
             ["/bin/sh", "-c", 'kill -STOP $$; exec "$@"', "bpfcap-session", *self.command], **self._popen
@@ -241,7 +241,7 @@ class Session:
         self._summary = Summary(self.pid, self.command, self.label)
         try:
             await _wait_stopped(self.pid)
-            await mgr._session_follow(self, self.pid)
+            await mgr.follow(self, self.pid)
             await mgr.track(self.pid, self.label)
         except BaseException:
             self._proc.kill()
@@ -268,7 +268,7 @@ class Session:
             await tg.__aexit__(None, None, None)
             if self._in is not None:
                 self._in.close()
-            await self._mgr._session_exit(self)
+            await self._mgr.unfollow(self)
 
     async def _consume(self) -> None:
         """Reads the session's events into the summary and the iterator until the
