@@ -26,9 +26,10 @@ use crate::{
     decode::{decode, decode_into, decode_raw, views, DecodeStats, View},
     error::{Error, Result},
     event::{kind_name, Event, FieldValue, Payload},
+    fallback::{self, Attacher, ProbeStatus},
     filter::{FilterMaps, FilterSpec},
     offsets,
-    probes::{self, Plan, ProbeSpec, ProgType},
+    probes::{self, ProbeSpec, ProgType},
     redact,
     rings::Rings,
     sys, tracefs,
@@ -48,20 +49,6 @@ const CGROUP_CACHE_MAX: usize = 4096;
 const RING_MAPS: [&str; MAX_RINGS as usize] = ["BPFCAP_EVENTS", "BPFCAP_EVENTS1", "BPFCAP_EVENTS2", "BPFCAP_EVENTS3"];
 const LOST_MAP: &str = "BPFCAP_LOST";
 const ENABLED_MAP: &str = "BPFCAP_ENABLED";
-
-/// An attached probe, as `probes()` reports it.
-#[derive(Clone, Debug)]
-pub struct ProbeStatus {
-    pub name: &'static str,
-    pub kind: u16,
-    pub mechanism: &'static str,
-    /// `program -> target` pairs of the plan that won.
-    pub attachments: Vec<(&'static str, &'static str)>,
-    /// Why each preferred plan before it failed (`mechanism: reason`).
-    pub skipped: Vec<String>,
-    /// Whether its events are wanted (else it is attached for process-tree tracking only).
-    pub enabled: bool,
-}
 
 /// Load-time settings of a capture.
 #[derive(Clone, Copy, Debug)]
@@ -161,9 +148,78 @@ enum TypeCheck {
 }
 
 /// One (program, target) attachment, shared by the probes that use it.
-struct Attachment {
-    users: usize,
-    _link: Link,
+/// The kernel as [`fallback::Kernel`] sees it: our object's programs,
+/// loaded on first use, and which program types the kernel takes.
+struct AyaKernel<'a> {
+    ebpf: &'a mut Ebpf,
+    btf: &'a mut KernelBtf,
+    loaded: &'a mut HashSet<&'static str>,
+    type_checks: &'a mut HashMap<ProgType, TypeCheck>,
+}
+
+/// A Capture's [`AyaKernel`] (borrowing only the fields it needs).
+macro_rules! kernel {
+    ($c:expr) => {
+        AyaKernel { ebpf: &mut $c.ebpf, btf: &mut $c.btf, loaded: &mut $c.loaded, type_checks: &mut $c.type_checks }
+    };
+}
+
+impl AyaKernel<'_> {
+    /// Whether this kernel accepts programs of `ty` at all (kprobe, fentry/fexit,
+    /// LSM: the types a kernel may lack), learned once by loading a do-nothing
+    /// program, never by attaching one (detaching a trampoline waits for an RCU
+    /// tasks grace period: seconds under emulation); `None` for the other types.
+    fn type_check(&mut self, ty: ProgType) -> Option<TypeCheck> {
+        let test = probes::selftest_for(ty)?;
+        if let Some(known) = self.type_checks.get(&test.ty) {
+            return Some(known.clone());
+        }
+        let check = if test.ty == ProgType::Kprobe && !attach::kprobes_supported() {
+            TypeCheck::Refused(
+                "this kernel has no kprobes (no kprobe PMU in /sys/bus/event_source/devices, no kprobe_events in \
+                 tracefs: CONFIG_KPROBES is not set)"
+                    .into(),
+            )
+        } else {
+            let btf = self.btf.get();
+            let loaded = match self.ebpf.program_mut(test.program) {
+                Some(prog) => attach::load(prog, btf, test.program, test.ty, test.target),
+                None => Err(Error::Load { program: test.program.into(), reason: "not in the BPF object".into() }),
+            };
+            match loaded {
+                Ok(()) => {
+                    self.loaded.insert(test.program);
+                    TypeCheck::Works
+                }
+                Err(e @ Error::Privilege { .. }) => TypeCheck::Denied(e.to_string()),
+                Err(e) => TypeCheck::Refused(e.to_string()),
+            }
+        };
+        self.type_checks.insert(test.ty, check.clone());
+        Some(check)
+    }
+}
+
+impl fallback::Kernel for AyaKernel<'_> {
+    type Link = Link;
+
+    fn refuses(&mut self, ty: ProgType) -> Option<String> {
+        match self.type_check(ty) {
+            Some(TypeCheck::Refused(why)) => Some(why),
+            _ => None,
+        }
+    }
+
+    fn tracepoint_exists(&self, target: &str) -> bool {
+        attach::tracepoint_exists(target)
+    }
+
+    fn attach(&mut self, program: &'static str, ty: ProgType, target: &'static str) -> Result<Link> {
+        let loaded = self.loaded.contains(program);
+        let link = attach::attach(self.ebpf, self.btf.get(), program, ty, target, loaded)?;
+        self.loaded.insert(program);
+        Ok(link)
+    }
 }
 
 impl Drop for Capture {
@@ -172,10 +228,10 @@ impl Drop for Capture {
     /// thread each lets the waits that can overlap do so (25 links: 0.73 s one
     /// after the other, 0.41 s at once, on 6.18).
     fn drop(&mut self) {
-        let links: Vec<Attachment> = self.attachments.drain().map(|(_, a)| a).collect();
+        let links = self.attacher.take_links();
         std::thread::scope(|s| {
-            for a in links {
-                s.spawn(move || drop(a));
+            for link in links {
+                s.spawn(move || drop(link));
             }
         });
     }
@@ -191,9 +247,8 @@ pub struct Capture {
     /// background from `open` on (40 ms), taken on first use.
     btf: KernelBtf,
     loaded: HashSet<&'static str>,
-    attachments: HashMap<(&'static str, &'static str), Attachment>,
-    active: Vec<ProbeStatus>,
-    disabled: DisabledMechanisms,
+    /// The built-in probes attached, by the plans that worked.
+    attacher: Attacher<Link>,
     /// Program types tried with a do-nothing program, and the kernel's answer.
     type_checks: HashMap<ProgType, TypeCheck>,
     /// User-defined probes, each an object instance with its own ring.
@@ -296,9 +351,7 @@ impl Capture {
             enabled,
             btf: KernelBtf::Parsing(std::thread::spawn(|| aya::Btf::from_sys_fs().ok())),
             loaded: HashSet::new(),
-            attachments: HashMap::new(),
-            active: Vec::new(),
-            disabled,
+            attacher: Attacher::new(disabled),
             type_checks: HashMap::new(),
             user: Vec::new(),
             next_probe_id: 1,
@@ -370,7 +423,7 @@ impl Capture {
         for &k in kinds {
             let probe = probes::probe_for_kind(k)
                 .ok_or_else(|| Error::UnknownProbe { name: kind_name(k).to_owned(), known: probes::names() })?;
-            if !self.active.iter().any(|a| a.name == probe.name) {
+            if !self.attacher.is_active(probe.name) {
                 probes.push(probe);
             }
         }
@@ -384,12 +437,9 @@ impl Capture {
     fn preload(&mut self, probes: &[&'static ProbeSpec]) {
         let mut wanted: HashMap<&'static str, (ProgType, &'static str)> = HashMap::new();
         for probe in probes {
-            let plan = probe.plans.iter().find(|plan| {
-                !self.disabled.iter().any(|d| d == plan.mechanism)
-                    && !matches!(plan.attach.first().and_then(|a| self.type_check(a.ty)), Some(TypeCheck::Refused(_)))
-            });
+            let plan = self.attacher.likely_plan(&mut kernel!(self), probe);
             for at in plan.map_or(&[][..], |p| p.attach) {
-                if !self.loaded.contains(at.program) && !(at.optional && !attach::tracepoint_exists(at.target)) {
+                if !self.loaded.contains(at.program) && (!at.optional || attach::tracepoint_exists(at.target)) {
                     wanted.entry(at.program).or_insert((at.ty, at.target));
                 }
             }
@@ -417,7 +467,7 @@ impl Capture {
     pub fn enable(&mut self, probe: &'static ProbeSpec) -> Result<()> {
         self.attach_probe(probe)?;
         self.enabled.set(probe.kind as u32, 1, 0).map_err(|e| map_error(ENABLED_MAP, e))?;
-        if let Some(st) = self.active.iter_mut().find(|a| a.name == probe.name) {
+        if let Some(st) = self.attacher.active.iter_mut().find(|a| a.name == probe.name) {
             st.enabled = true;
         }
         Ok(())
@@ -426,100 +476,19 @@ impl Capture {
     /// Attaches a probe without asking for its events (the fork and exit
     /// programs keep the kernel's process trees up to date).
     fn attach_probe(&mut self, probe: &'static ProbeSpec) -> Result<()> {
-        if self.active.iter().any(|a| a.name == probe.name) {
-            return Ok(());
-        }
-        let (mut skipped, mut denied) = (Vec::new(), None);
-        for plan in probe.plans {
-            if self.disabled.iter().any(|d| d == plan.mechanism) {
-                skipped.push(format!("{}: disabled by configuration", plan.mechanism));
-                continue;
-            }
-            // A program type this kernel refuses is learned once, from a tiny
-            // program, instead of from a verifier run of each probe's program.
-            if let Some(TypeCheck::Refused(why)) = plan.attach.first().and_then(|a| self.type_check(a.ty)) {
-                skipped.push(format!("{}: {why}", plan.mechanism));
-                continue;
-            }
-            match self.attach_plan(plan) {
-                Ok(attachments) => {
-                    self.active.push(ProbeStatus {
-                        name: probe.name,
-                        kind: probe.kind,
-                        mechanism: plan.mechanism,
-                        attachments,
-                        skipped,
-                        enabled: false,
-                    });
-                    return Ok(());
-                }
-                Err(e) => {
-                    skipped.push(format!("{}: {e}", plan.mechanism));
-                    // A later mechanism may need less; if none works, the missing privilege is the news.
-                    if matches!(e, Error::Privilege { .. }) {
-                        denied.get_or_insert(e);
-                    }
-                }
-            }
-        }
-        if let Some(e) = denied {
-            return Err(e);
-        }
-        Err(Error::Attach { probe: probe.name.to_owned(), mechanism: "any mechanism", reason: skipped.join("; ") })
-    }
-
-    /// Attaches every program of a plan, or none of them.
-    fn attach_plan(&mut self, plan: &'static Plan) -> Result<Vec<(&'static str, &'static str)>> {
-        let mut done: Vec<(&'static str, &'static str)> = Vec::new();
-        for at in plan.attach {
-            if at.optional && at.ty == ProgType::Tracepoint && !attach::tracepoint_exists(at.target) {
-                continue;
-            }
-            let key = (at.program, at.target);
-            if let Some(existing) = self.attachments.get_mut(&key) {
-                existing.users += 1;
-                done.push(key);
-                continue;
-            }
-            let loaded = self.loaded.contains(at.program);
-            match attach::attach(&mut self.ebpf, self.btf.get(), at.program, at.ty, at.target, loaded) {
-                Ok(link) => {
-                    self.loaded.insert(at.program);
-                    self.attachments.insert(key, Attachment { users: 1, _link: link });
-                    done.push(key);
-                }
-                Err(e) => {
-                    for key in done {
-                        self.release(key);
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        Ok(done)
-    }
-
-    fn release(&mut self, key: (&'static str, &'static str)) {
-        if let Some(a) = self.attachments.get_mut(&key) {
-            a.users -= 1;
-            if a.users == 0 {
-                self.attachments.remove(&key); // dropping the link detaches it
-            }
-        }
+        self.attacher.attach_probe(&mut kernel!(self), probe)
     }
 
     /// Detaches a built-in probe (by its name); its kind stops being produced.
     pub fn disable(&mut self, name: &str) -> Result<bool> {
-        let Some(i) = self.active.iter().position(|a| a.name == name && a.enabled) else {
+        let active = &mut self.attacher.active;
+        let Some(st) = active.iter_mut().find(|a| a.name == name && a.enabled) else {
             return Ok(false);
         };
-        self.enabled.set(self.active[i].kind as u32, 0, 0).map_err(|e| map_error(ENABLED_MAP, e))?;
-        self.active[i].enabled = false;
+        self.enabled.set(st.kind as u32, 0, 0).map_err(|e| map_error(ENABLED_MAP, e))?;
+        st.enabled = false;
         if !(self.filter.tracking() && TRACKING_PROBES.contains(&name)) {
-            let status = self.active.remove(i);
-            for key in status.attachments {
-                self.release(key);
-            }
+            self.attacher.detach(name);
         }
         Ok(true)
     }
@@ -608,7 +577,7 @@ impl Capture {
         probes::SELFTESTS
             .iter()
             .map(|t| {
-                if let Some(TypeCheck::Refused(why) | TypeCheck::Denied(why)) = self.type_check(t.ty) {
+                if let Some(TypeCheck::Refused(why) | TypeCheck::Denied(why)) = kernel!(self).type_check(t.ty) {
                     return (t.ty.name(), Err(why));
                 }
                 let loaded = self.loaded.contains(t.program);
@@ -621,40 +590,6 @@ impl Capture {
                 (t.ty.name(), r)
             })
             .collect()
-    }
-
-    /// Whether this kernel accepts programs of `ty` at all (kprobe, fentry/fexit,
-    /// LSM: the types a kernel may lack), learned once by loading a do-nothing
-    /// program, never by attaching one (detaching a trampoline waits for an RCU
-    /// tasks grace period: seconds under emulation); `None` for the other types.
-    fn type_check(&mut self, ty: ProgType) -> Option<TypeCheck> {
-        let test = probes::selftest_for(ty)?;
-        if let Some(known) = self.type_checks.get(&test.ty) {
-            return Some(known.clone());
-        }
-        let check = if test.ty == ProgType::Kprobe && !attach::kprobes_supported() {
-            TypeCheck::Refused(
-                "this kernel has no kprobes (no kprobe PMU in /sys/bus/event_source/devices, no kprobe_events in \
-                 tracefs: CONFIG_KPROBES is not set)"
-                    .into(),
-            )
-        } else {
-            let btf = self.btf.get();
-            let loaded = match self.ebpf.program_mut(test.program) {
-                Some(prog) => attach::load(prog, btf, test.program, test.ty, test.target),
-                None => Err(Error::Load { program: test.program.into(), reason: "not in the BPF object".into() }),
-            };
-            match loaded {
-                Ok(()) => {
-                    self.loaded.insert(test.program);
-                    TypeCheck::Works
-                }
-                Err(e @ Error::Privilege { .. }) => TypeCheck::Denied(e.to_string()),
-                Err(e) => TypeCheck::Refused(e.to_string()),
-            }
-        };
-        self.type_checks.insert(test.ty, check.clone());
-        Some(check)
     }
 
     /// Each loaded program and the instructions the verifier processed for it
@@ -670,7 +605,7 @@ impl Capture {
     }
 
     pub fn probes(&self) -> &[ProbeStatus] {
-        &self.active
+        &self.attacher.active
     }
 
     /// An fd readable when a program woke a reader (an epoll instance over
@@ -884,10 +819,8 @@ impl Capture {
                 changed = true;
             }
         }
-        if changed {
-            if self.filter.apply(&spec).is_err() {
-                self.stats.filter_update_errors += 1;
-            }
+        if changed && self.filter.apply(&spec).is_err() {
+            self.stats.filter_update_errors += 1;
         }
     }
 

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod decode;
 pub mod error;
 pub mod event;
+pub mod fallback;
 pub mod filter;
 pub mod json;
 pub mod lines;
@@ -23,7 +24,8 @@ pub mod text;
 pub mod tracefs;
 pub mod user_probe;
 
-pub use capture::{Capture, CaptureConfig, ProbeStatus};
+pub use capture::{Capture, CaptureConfig};
 pub use error::{Error, Result};
 pub use event::{Event, Payload};
+pub use fallback::ProbeStatus;
 pub use probes::{ProbeSpec, PROBES};
