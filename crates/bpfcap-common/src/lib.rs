@@ -225,120 +225,88 @@ pub const NO_OFFSET: u32 = u32::MAX;
 /// Byte offsets of the kernel struct fields the programs read, computed in
 /// userspace from the running kernel's BTF (aya's Rust programs have no CO-RE).
 /// A field the kernel lacks is `NO_OFFSET`; the programs then leave the value 0.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Offsets {
-    pub task_pid: u32,
-    pub task_tgid: u32,
-    pub task_real_parent: u32,
-    pub task_mm: u32,
-    pub task_nsproxy: u32,
-    pub task_exit_code: u32,
-    pub task_signal: u32,
-    pub signal_live: u32,
-    pub mm_arg_start: u32,
-    pub mm_arg_end: u32,
-    pub nsproxy_mnt_ns: u32,
-    pub nsproxy_pid_ns: u32,
-    pub mnt_ns_inum: u32,
-    pub pid_ns_inum: u32,
-    pub bprm_filename: u32,
-    pub bprm_file: u32,
-    pub task_files: u32,
-    pub files_fdt: u32,
-    pub fdt_fd: u32,
-    pub fdt_max_fds: u32,
-    pub file_path: u32,
-    pub file_flags: u32,
-    pub file_f_op: u32,
-    pub fops_poll: u32,
-    pub file_private: u32,
-    pub path_mnt: u32,
-    pub path_dentry: u32,
-    pub dentry_parent: u32,
-    pub dentry_name: u32,
-    pub qstr_len: u32,
-    pub qstr_name: u32,
-    pub mount_mnt: u32,
-    pub mount_parent: u32,
-    pub mount_mountpoint: u32,
-    pub vfsmount_root: u32,
-    pub socket_sk: u32,
-    pub sk_family: u32,
-    pub sk_daddr: u32,
-    pub sk_rcv_saddr: u32,
-    pub sk_dport: u32,
-    pub sk_num: u32,
-    pub sk_v6_daddr: u32,
-    pub sk_v6_rcv_saddr: u32,
-    pub sk_protocol: u32,
-    pub sk_type: u32,
-    pub msghdr_name: u32,
-    pub nsproxy_net_ns: u32,
-    pub net_ns_inum: u32,
-    pub task_cgroups: u32,
-    pub css_set_dfl_cgrp: u32,
-    pub cgroup_kn: u32,
-    pub kn_parent: u32,
-    pub kn_id: u32,
+/// One table: each field, the kernel struct and the member (`a|b`: renamed
+/// between kernels, the first found wins).
+macro_rules! kernel_offsets {
+    ($($field:ident => $s:literal, $path:literal;)*) => {
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub struct Offsets {
+            $(pub $field: u32,)*
+        }
+
+        impl Offsets {
+            pub const UNKNOWN: Self = Self { $($field: NO_OFFSET,)* };
+            /// Each field's `(struct, member)`, in field order.
+            pub const FIELDS: &'static [(&'static str, &'static str)] = &[$(($s, $path),)*];
+
+            /// The offsets `f(struct, member)` gives, field by field.
+            pub fn from_fn(mut f: impl FnMut(&'static str, &'static str) -> u32) -> Self {
+                Self { $($field: f($s, $path),)* }
+            }
+
+            /// Each field's offset, in field order.
+            pub fn values(&self) -> impl Iterator<Item = u32> {
+                [$(self.$field,)*].into_iter()
+            }
+        }
+    };
 }
 
-impl Offsets {
-    pub const UNKNOWN: Self = Self {
-        task_pid: NO_OFFSET,
-        task_tgid: NO_OFFSET,
-        task_real_parent: NO_OFFSET,
-        task_mm: NO_OFFSET,
-        task_nsproxy: NO_OFFSET,
-        task_exit_code: NO_OFFSET,
-        task_signal: NO_OFFSET,
-        signal_live: NO_OFFSET,
-        mm_arg_start: NO_OFFSET,
-        mm_arg_end: NO_OFFSET,
-        nsproxy_mnt_ns: NO_OFFSET,
-        nsproxy_pid_ns: NO_OFFSET,
-        mnt_ns_inum: NO_OFFSET,
-        pid_ns_inum: NO_OFFSET,
-        bprm_filename: NO_OFFSET,
-        bprm_file: NO_OFFSET,
-        task_files: NO_OFFSET,
-        files_fdt: NO_OFFSET,
-        fdt_fd: NO_OFFSET,
-        fdt_max_fds: NO_OFFSET,
-        file_path: NO_OFFSET,
-        file_flags: NO_OFFSET,
-        file_f_op: NO_OFFSET,
-        fops_poll: NO_OFFSET,
-        file_private: NO_OFFSET,
-        path_mnt: NO_OFFSET,
-        path_dentry: NO_OFFSET,
-        dentry_parent: NO_OFFSET,
-        dentry_name: NO_OFFSET,
-        qstr_len: NO_OFFSET,
-        qstr_name: NO_OFFSET,
-        mount_mnt: NO_OFFSET,
-        mount_parent: NO_OFFSET,
-        mount_mountpoint: NO_OFFSET,
-        vfsmount_root: NO_OFFSET,
-        socket_sk: NO_OFFSET,
-        sk_family: NO_OFFSET,
-        sk_daddr: NO_OFFSET,
-        sk_rcv_saddr: NO_OFFSET,
-        sk_dport: NO_OFFSET,
-        sk_num: NO_OFFSET,
-        sk_v6_daddr: NO_OFFSET,
-        sk_v6_rcv_saddr: NO_OFFSET,
-        sk_protocol: NO_OFFSET,
-        sk_type: NO_OFFSET,
-        msghdr_name: NO_OFFSET,
-        nsproxy_net_ns: NO_OFFSET,
-        net_ns_inum: NO_OFFSET,
-        task_cgroups: NO_OFFSET,
-        css_set_dfl_cgrp: NO_OFFSET,
-        cgroup_kn: NO_OFFSET,
-        kn_parent: NO_OFFSET,
-        kn_id: NO_OFFSET,
-    };
+kernel_offsets! {
+    task_pid => "task_struct", "pid";
+    task_tgid => "task_struct", "tgid";
+    task_real_parent => "task_struct", "real_parent";
+    task_mm => "task_struct", "mm";
+    task_nsproxy => "task_struct", "nsproxy";
+    task_exit_code => "task_struct", "exit_code";
+    task_signal => "task_struct", "signal";
+    signal_live => "signal_struct", "live";
+    mm_arg_start => "mm_struct", "arg_start";
+    mm_arg_end => "mm_struct", "arg_end";
+    nsproxy_mnt_ns => "nsproxy", "mnt_ns";
+    nsproxy_pid_ns => "nsproxy", "pid_ns_for_children";
+    mnt_ns_inum => "mnt_namespace", "ns.inum";
+    pid_ns_inum => "pid_namespace", "ns.inum";
+    bprm_filename => "linux_binprm", "filename";
+    bprm_file => "linux_binprm", "file";
+    task_files => "task_struct", "files";
+    files_fdt => "files_struct", "fdt";
+    fdt_fd => "fdtable", "fd";
+    fdt_max_fds => "fdtable", "max_fds";
+    file_path => "file", "f_path";
+    file_flags => "file", "f_flags";
+    file_f_op => "file", "f_op";
+    fops_poll => "file_operations", "poll";
+    file_private => "file", "private_data";
+    path_mnt => "path", "mnt";
+    path_dentry => "path", "dentry";
+    dentry_parent => "dentry", "d_parent";
+    dentry_name => "dentry", "d_name";
+    qstr_len => "qstr", "len";
+    qstr_name => "qstr", "name";
+    mount_mnt => "mount", "mnt";
+    mount_parent => "mount", "mnt_parent";
+    mount_mountpoint => "mount", "mnt_mountpoint";
+    vfsmount_root => "vfsmount", "mnt_root";
+    socket_sk => "socket", "sk";
+    sk_family => "sock", "__sk_common.skc_family";
+    sk_daddr => "sock", "__sk_common.skc_daddr";
+    sk_rcv_saddr => "sock", "__sk_common.skc_rcv_saddr";
+    sk_dport => "sock", "__sk_common.skc_dport";
+    sk_num => "sock", "__sk_common.skc_num";
+    sk_v6_daddr => "sock", "__sk_common.skc_v6_daddr";
+    sk_v6_rcv_saddr => "sock", "__sk_common.skc_v6_rcv_saddr";
+    sk_protocol => "sock", "sk_protocol";
+    sk_type => "sock", "sk_type";
+    msghdr_name => "msghdr", "msg_name";
+    nsproxy_net_ns => "nsproxy", "net_ns";
+    net_ns_inum => "net", "ns.inum";
+    task_cgroups => "task_struct", "cgroups";
+    css_set_dfl_cgrp => "css_set", "dfl_cgrp";
+    cgroup_kn => "cgroup", "kn";
+    kn_parent => "kernfs_node", "parent|__parent";
+    kn_id => "kernfs_node", "id";
 }
 
 /// Settings fixed at load time (a read-only global in the BPF object).
@@ -533,7 +501,7 @@ const _: () = {
     assert!(offset_of!(ExecRecord, data) == 88);
     assert!(size_of::<ExitRecord>() == 88);
     assert!(size_of::<ForkRecord>() == 88);
-    assert!(size_of::<Offsets>() == 53 * 4);
+    assert!(size_of::<Offsets>() == Offsets::FIELDS.len() * 4);
     assert!(size_of::<Settings>() == 48);
     assert!(size_of::<NetRecord>() == 128);
     assert!(offset_of!(FileRecord, data) == 104);

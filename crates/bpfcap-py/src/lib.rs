@@ -458,9 +458,9 @@ fn system_info<'py>(py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
     d.set_item("lsms", sys::active_lsms())?;
     let caps = sys::effective_caps();
     d.set_item("missing_privileges", sys::missing_tracing_caps(caps))?;
-    let missing: Vec<&str> = match bpfcap_core::btf::Btf::from_sys_fs() {
+    let missing: Vec<String> = match bpfcap_core::btf::Btf::from_sys_fs() {
         Ok(btf) => bpfcap_core::offsets::missing(&bpfcap_core::offsets::from_btf(&btf)),
-        Err(_) => vec!["(no BTF)"],
+        Err(_) => vec!["(no BTF)".into()],
     };
     d.set_item("missing_kernel_fields", missing)?;
     Ok(d)
