@@ -24,13 +24,13 @@ use crate::{
     cgroups::{self, CgroupInfo},
     clock,
     decode::{decode, decode_into, decode_raw, views, DecodeStats, View},
+    enrich::Enricher,
     error::{Error, Result},
     event::{kind_name, Event, FieldValue, Payload},
     fallback::{self, Attacher, ProbeStatus},
     filter::{FilterMaps, FilterSpec},
     offsets,
     probes::{self, ProbeSpec, ProgType},
-    redact,
     rings::Rings,
     sys, tracefs,
     user_probe::{UserProbe, UserProbeSpec},
@@ -43,8 +43,6 @@ pub(crate) static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("
 const TRACKING_PROBES: [&str; 2] = ["sched_process_fork", "sched_process_exit"];
 /// The internal probe following cgroup creation for `containerIds` filters.
 const CGROUP_WATCH: &str = "__bpfcap_cgroup_watch";
-/// Entries of the cgroup enrichment cache before it is cleared.
-const CGROUP_CACHE_MAX: usize = 4096;
 
 const RING_MAPS: [&str; MAX_RINGS as usize] = ["BPFCAP_EVENTS", "BPFCAP_EVENTS1", "BPFCAP_EVENTS2", "BPFCAP_EVENTS3"];
 const LOST_MAP: &str = "BPFCAP_LOST";
@@ -255,10 +253,8 @@ pub struct Capture {
     user: Vec<UserProbe>,
     next_probe_id: u32,
     filter: FilterMaps,
-    /// Session labels by id - 1.
-    labels: Vec<Arc<str>>,
-    /// cgroup id -> what its path says (None: gone before we looked).
-    cgroup_cache: HashMap<u64, Option<Arc<CgroupInfo>>>,
+    /// Session labels, container facts, redaction.
+    enricher: Enricher,
     /// Our BTF reader, for user probes' argument counts (read on first use).
     kernel_btf: Option<Btf>,
     /// Every ring's fd is registered here; readable when any ring is.
@@ -266,11 +262,9 @@ pub struct Capture {
     ring_size: u32,
     settings: Settings,
     pub offsets: Offsets,
-    pub stats: ReaderStats,
+    stats: ReaderStats,
     /// The kernel's loss counters as last announced in loss events.
     announced: Announced,
-    /// Redact secrets in command lines before events leave the core.
-    pub redact: bool,
 }
 
 impl Capture {
@@ -356,8 +350,7 @@ impl Capture {
             user: Vec::new(),
             next_probe_id: 1,
             filter,
-            labels: Vec::new(),
-            cgroup_cache: HashMap::new(),
+            enricher: Enricher::default(),
             kernel_btf: None,
             epoll,
             ring_size: config.ring_size,
@@ -365,7 +358,6 @@ impl Capture {
             offsets,
             stats: ReaderStats::default(),
             announced: Announced::default(),
-            redact: false,
         })
     }
 
@@ -525,13 +517,7 @@ impl Capture {
     /// Marks the process tree of `pid` with a session label that every event
     /// of the tree carries; returns the label's id.
     pub fn track(&mut self, pid: u32, label: &str) -> Result<u32> {
-        let id = match self.labels.iter().position(|l| &**l == label) {
-            Some(i) => i as u32 + 1,
-            None => {
-                self.labels.push(label.into());
-                self.labels.len() as u32
-            }
-        };
+        let id = self.enricher.label_id(label);
         self.filter.track(pid, id)?;
         self.attach_tracking()?;
         Ok(id)
@@ -714,12 +700,22 @@ impl Capture {
         self.finish_batch(n, max, user, first)
     }
 
+    /// Replaces secrets in command lines before anyone sees them (see [`crate::redact`]).
+    pub fn set_redact(&mut self, on: bool) {
+        self.enricher.redact = on;
+    }
+
+    /// The reader's counters.
+    pub fn stats(&self) -> ReaderStats {
+        ReaderStats { enrich_failed: self.enricher.failed, redacted_args: self.enricher.redacted_args, ..self.stats }
+    }
+
     /// The rest of a batch after `n` records of the built-in rings: the user
     /// probes' events appended to `out`, and everything from `first` enriched.
     fn finish_batch(&mut self, mut n: usize, max: usize, out: &mut Vec<Event>, first: usize) -> usize {
         n += self.drain_user(max - n, out);
         for ev in &mut out[first..] {
-            self.enrich(ev);
+            self.enricher.enrich(ev);
         }
         if n > 0 {
             self.stats.batches += 1;
@@ -729,7 +725,7 @@ impl Capture {
 
     /// The session label of id `session` (a header's `session`; 0 is none).
     pub fn session_label(&self, session: u32) -> Option<&Arc<str>> {
-        self.labels.get((session as usize).checked_sub(1)?)
+        self.enricher.label(session)
     }
 
     /// The user probes' records, up to `max`, appended to `out` (not enriched);
@@ -770,37 +766,12 @@ impl Capture {
         n
     }
 
-    /// Session label and container information of an event.
-    fn enrich(&mut self, ev: &mut Event) {
-        if let (true, Payload::Exec { argv, .. }) = (self.redact, &mut ev.payload) {
-            self.stats.redacted_args += redact::redact_argv(argv) as u64;
-        }
-        ev.meta.session = self.session_label(ev.hdr.session).cloned();
-        ev.meta.cgroup = self.cgroup_info(ev.hdr.cgroup_id);
-    }
-
     /// What the path of cgroup `id` says (a header's `cgroup_id`), looked up
     /// once and cached; None for 0 or a cgroup gone before we looked.
     pub fn cgroup_info(&mut self, id: u64) -> Option<Arc<CgroupInfo>> {
-        if id == 0 {
-            return None;
-        }
-        if let Some(info) = self.cgroup_cache.get(&id) {
-            return info.clone();
-        }
-        if self.cgroup_cache.len() >= CGROUP_CACHE_MAX {
-            self.cgroup_cache.clear();
-        }
-        let info = cgroups::path_of_id(id).map(|p| Arc::new(cgroups::parse_path(&p)));
-        if info.is_none() {
-            // Gone before we looked (or not resolvable): the event keeps null fields.
-            self.stats.enrich_failed += 1;
-        }
-        self.cgroup_cache.insert(id, info.clone());
-        info
+        self.enricher.cgroup_info(id)
     }
 
-    /// cgroups created for containers a filter names: added to the filter.
     /// Adds the cgroups of containers the filter names that were just
     /// created (path, id, level) to the filter; a refused update is counted
     /// (`filter_update_errors`), and the next new cgroup tries again.

@@ -8,6 +8,7 @@ pub mod capture;
 pub mod cgroups;
 pub mod clock;
 pub mod decode;
+pub mod enrich;
 pub mod error;
 pub mod event;
 pub mod fallback;

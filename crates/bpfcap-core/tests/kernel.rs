@@ -65,5 +65,5 @@ fn exec_exit_and_fork_of_a_child() {
             && matches!(e.payload, Payload::Fork { child_pid } if child_pid == exec.hdr.pid)
     });
     assert!(fork.is_some(), "the shell's fork of echo");
-    assert_eq!(cap.stats.decode.errors(), 0);
+    assert_eq!(cap.stats().decode.errors(), 0);
 }

@@ -67,7 +67,7 @@ impl PyCapture {
         let mut capture = py
             .detach(|| Capture::open(CaptureConfig { ring_size, wakeup_bytes, rings }, disabled_mechanisms))
             .map_err(to_py)?;
-        capture.redact = redact;
+        capture.set_redact(redact);
         Ok(Self {
             state: Mutex::new(Some(State { capture, buf: Vec::new() })),
             wall_offset_ns: clock::wall_offset_ns(),
@@ -310,7 +310,7 @@ impl PyCapture {
 
     /// Reader counters: polls, batches, records, bytes, decode errors.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let st = self.with(py, |s| Ok(s.capture.stats))?;
+        let st = self.with(py, |s| Ok(s.capture.stats()))?;
         let d = PyDict::new(py);
         d.set_item("polls", st.polls)?;
         d.set_item("batches", st.batches)?;
