@@ -566,13 +566,9 @@ impl Capture {
                 if let Some(TypeCheck::Refused(why) | TypeCheck::Denied(why)) = kernel!(self).type_check(t.ty) {
                     return (t.ty.name(), Err(why));
                 }
-                let loaded = self.loaded.contains(t.program);
-                let r = attach::attach(&mut self.ebpf, self.btf.get(), t.program, t.ty, t.target, loaded)
-                    .map(|_link| ()) // dropped at once: detached
+                let r = fallback::Kernel::attach(&mut kernel!(self), t.program, t.ty, t.target)
+                    .map(drop) // the link, dropped at once: detached
                     .map_err(|e| e.to_string());
-                if r.is_ok() {
-                    self.loaded.insert(t.program);
-                }
                 (t.ty.name(), r)
             })
             .collect()
