@@ -1,5 +1,8 @@
-"""The JSON shape of events and session summaries: one place, documented in
-the README (the tests check both the README and real output against it).
+"""The JSON shape of events and session summaries, documented in the README
+(the tests check both the README and real output against it). The built-in
+event types' keys come from their definitions in the core
+(`crates/bpfcap-core/src/types.rs`); the common keys, `probe`, `loss` and the
+summary are defined here.
 
 Types: "int", "str", "bool", "list[str]", "list[int]", "dict", "list[dict]";
 a trailing "?" means the value may be null.
@@ -8,6 +11,8 @@ a trailing "?" means the value may be null.
 from __future__ import annotations
 
 from typing import Any
+
+from . import _native
 
 COMMON: dict[str, str] = {
     "type": "str",
@@ -28,25 +33,17 @@ COMMON: dict[str, str] = {
     "session": "str?",
 }
 
-NET = {"family": "str", "saddr": "str?", "daddr": "str", "sport": "int?", "dport": "int"}
+TYPES: list[dict[str, Any]] = _native.event_schema()
 
 EVENTS: dict[str, dict[str, str]] = {
-    "process_exec": {"filename": "str", "argv": "list[str]", "argv_truncated": "bool"},
-    "process_exit": {"exit_code": "int?", "signal": "int?", "core_dumped": "bool"},
-    "process_fork": {"child_pid": "int"},
-    "tcp_connect": NET,
-    "tcp_close": NET,
-    "udp_send": {"family": "str", "daddr": "str", "dport": "int", "bytes": "int"},
-    "file_open": {"path": "str", "path_truncated": "bool", "fd": "int?", "flags": "int?"},
-    "file_read": {"path": "str", "path_truncated": "bool", "fd": "int?", "bytes": "int?"},
-    "file_write": {"path": "str", "path_truncated": "bool", "fd": "int?", "bytes": "int?"},
-    "exec_check": {"filename": "str"},
-    "file_permission": {"path": "str", "path_truncated": "bool", "fd": "int?", "mask": "int?"},
+    t["name"]: {key: kind for key, kind, optional, _ in t["fields"] if not optional} for t in TYPES
 }
 """Keys each event type adds to COMMON. (`probe` and `loss` events: see PROBE and LOSS.)"""
 
-# Keys an event may have in some cases only.
-OPTIONAL: dict[str, dict[str, str]] = {"process_exec": {"filename_truncated": "bool"}}
+OPTIONAL: dict[str, dict[str, str]] = {
+    t["name"]: extra for t in TYPES if (extra := {key: kind for key, kind, optional, _ in t["fields"] if optional})
+}
+"""Keys an event may have in some cases only."""
 
 PROBE: dict[str, str] = {"probe": "str?", "args": "list[int]", "ret": "int", "fields": "dict", "program": "str", "raw": "str"}
 """A `probe` event has COMMON, `probe`, and one of: `args`; `ret`; `fields`; `program` with `raw`."""
@@ -56,7 +53,6 @@ LOSS: dict[str, str] = {"type": "str", "ts_ns": "int", "time": "str", "count": "
 SUMMARY: dict[str, str] = {
     "command": "list[str]",
     "label": "str",
-    "exit_code": "int",
     "duration_s": "float",
     "processes": "list[dict]",
     "files": "list[dict]",
@@ -143,25 +139,7 @@ MEANING: dict[str, str] = {
     "pid_ns": "pid namespace inode",
     "net_ns": "network namespace inode",
     "session": "session label of the process tree (`track`, `session`, `exec --label`), or null",
-    "filename": "the path as given to execve",
-    "argv": "arguments (2048 bytes at most)",
-    "argv_truncated": "argv was cut",
-    "filename_truncated": "present (true) only when the filename was cut",
     "exit_code": "exit status 0-255, null when killed by a signal",
-    "signal": "the signal that killed the process, or null",
-    "core_dumped": "a core was dumped",
-    "child_pid": "pid of the new process",
-    "family": "`ipv4` or `ipv6`",
-    "saddr": "source address (null if unknown)",
-    "daddr": "destination address",
-    "sport": "source port (null if unknown)",
-    "dport": "destination port",
-    "bytes": "bytes read, written or sent (null if the mechanism cannot know)",
-    "path": "absolute path, or its end when `path_truncated`",
-    "path_truncated": "the path was cut (deeper than 32 levels or longer than 2048 bytes)",
-    "fd": "file descriptor (null from kprobe, fentry and LSM mechanisms)",
-    "flags": "the open file's `f_flags`",
-    "mask": "permission mask (`MAY_WRITE` 2, `MAY_READ` 4, ...)",
     "probe": "the user-defined probe's name",
     "args": "integer arguments (kprobe, uprobe, raw tracepoint, LSM)",
     "ret": "return value (kretprobe, uretprobe)",
@@ -185,18 +163,17 @@ MEANING: dict[str, str] = {
 }
 
 
-def _row(key: str, kind: str) -> str:
+def _row(key: str, kind: str, meaning: str | None = None) -> str:
     t = kind.rstrip("?") + (" or null" if kind.endswith("?") else "")
-    return f"| `{key}` | {t} | {MEANING[key]} |"
+    return f"| `{key}` | {t} | {meaning or MEANING[key]} |"
 
 
 def markdown() -> str:
     """The README's schema section (kept in step by a test)."""
     head = "| key | type | meaning |\n| --- | --- | --- |"
     out = ["Common keys (all events but `loss`):", "", head, *(_row(k, v) for k, v in COMMON.items())]
-    for t, keys in EVENTS.items():
-        extra = {**keys, **OPTIONAL.get(t, {})}
-        out += ["", f"`{t}`:", "", head, *(_row(k, v) for k, v in extra.items())]
+    for t in TYPES:
+        out += ["", f"`{t['name']}`: {t['doc']}", "", head, *(_row(k, v, m) for k, v, _, m in t["fields"])]
     out += ["", "`probe` (common keys, `probe`, and one of `args`, `ret`, `fields`, or `program` with `raw`):", "", head,
             *(_row(k, v) for k, v in PROBE.items())]
     out += ["", "`loss`:", "", head, *(_row(k, v) for k, v in LOSS.items())]
@@ -205,5 +182,22 @@ def markdown() -> str:
     return "\n".join(out)
 
 
+def update_readme(path: str) -> None:
+    """Replaces the README's schema section (between its markers) with `markdown()`."""
+    import pathlib
+
+    readme = pathlib.Path(path)
+    text = readme.read_text()
+    head, rest = text.split("<!-- schema:begin", 1)
+    marker, rest = rest.split("-->", 1)
+    _, tail = rest.split("<!-- schema:end -->", 1)
+    readme.write_text(f"{head}<!-- schema:begin{marker}-->\n{markdown()}\n<!-- schema:end -->{tail}")
+
+
 if __name__ == "__main__":
-    print(markdown())
+    import sys
+
+    if sys.argv[1:2] == ["--readme"]:
+        update_readme(sys.argv[2] if len(sys.argv) > 2 else "README.md")
+    else:
+        print(markdown())

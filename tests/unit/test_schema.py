@@ -11,7 +11,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 def test_readme_documents_the_schema() -> None:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("<!-- schema:begin", 1)[1].split("-->", 1)[1].split("<!-- schema:end -->", 1)[0]
-    assert section.strip() == schema.markdown().strip(), "run `python -m bpfcap.schema` and paste it into the README"
+    assert section.strip() == schema.markdown().strip(), "run `python -m bpfcap.schema --readme README.md`"
 
 
 def test_recorded_events_match_the_schema() -> None:

@@ -17,7 +17,11 @@ use std::{
 };
 
 use bpfcap_common::kind;
-use bpfcap_core::{filter::FilterSpec, Capture, CaptureConfig, Payload};
+use bpfcap_core::{
+    filter::FilterSpec,
+    types::{FileRead, FileWrite},
+    Capture, CaptureConfig, Payload,
+};
 
 fn cpu_seconds() -> f64 {
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -38,7 +42,9 @@ fn drain_batch(
     buf.clear();
     let n = cap.drain(batch, buf);
     for e in buf.iter() {
-        if let Payload::File { bytes: Some(b), .. } = &e.payload {
+        if let Payload::FileRead(FileRead { bytes: Some(b), .. })
+        | Payload::FileWrite(FileWrite { bytes: Some(b), .. }) = &e.payload
+        {
             *sum = sum.wrapping_add(u64::from(e.hdr.pid) + u64::from(e.hdr.tid) + *b as u64);
             *delivered += 1;
         }

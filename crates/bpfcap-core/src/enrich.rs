@@ -78,8 +78,8 @@ impl Enricher {
 
     /// Adds an event's session label and container facts, and redacts its argv.
     pub fn enrich(&mut self, ev: &mut Event) {
-        if let (true, Payload::Exec { argv, .. }) = (self.redact, &mut ev.payload) {
-            self.redacted_args += redact::redact_argv(argv) as u64;
+        if let (true, Payload::Exec(e)) = (self.redact, &mut ev.payload) {
+            self.redacted_args += redact::redact_argv(&mut e.argv) as u64;
         }
         ev.meta.session = self.label(ev.hdr.session).cloned();
         ev.meta.cgroup = self.cgroup_info(ev.hdr.cgroup_id);
@@ -93,7 +93,10 @@ mod tests {
     use bpfcap_common::{kind, Header};
 
     use super::*;
-    use crate::event::Meta;
+    use crate::{
+        event::Meta,
+        types::{Exec, IfSet},
+    };
 
     static LOOKUPS: AtomicUsize = AtomicUsize::new(0);
 
@@ -107,12 +110,13 @@ mod tests {
     fn exec(session: u32, cgroup_id: u64, argv: &[&str]) -> Event {
         Event {
             hdr: Header { kind: kind::PROCESS_EXEC, session, cgroup_id, ..Header::default() },
-            payload: Payload::Exec {
+            payload: Exec {
                 filename: "/bin/x".into(),
                 argv: argv.iter().map(|s| s.to_string()).collect(),
-                filename_truncated: false,
+                filename_truncated: IfSet(false),
                 argv_truncated: false,
-            },
+            }
+            .into(),
             meta: Meta::default(),
         }
     }
@@ -154,10 +158,10 @@ mod tests {
         let mut e = Enricher::with_paths(|_| None);
         let mut ev = exec(0, 0, &["curl", "--password=hunter2"]);
         e.enrich(&mut ev);
-        assert!(matches!(&ev.payload, Payload::Exec { argv, .. } if argv[1] == "--password=hunter2"));
+        assert!(matches!(&ev.payload, Payload::Exec(e) if e.argv[1] == "--password=hunter2"));
         e.redact = true;
         e.enrich(&mut ev);
-        assert!(matches!(&ev.payload, Payload::Exec { argv, .. } if !argv[1].contains("hunter2")));
+        assert!(matches!(&ev.payload, Payload::Exec(e) if !e.argv[1].contains("hunter2")));
         assert_eq!(e.redacted_args, 1);
     }
 }

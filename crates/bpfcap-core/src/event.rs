@@ -1,84 +1,36 @@
 //! Decoded events: the common fields of every record plus a per-kind payload.
 
-use std::{net::IpAddr, sync::Arc};
+use std::sync::Arc;
 
 use bpfcap_common::{kind, Header, COMM_LEN};
 
-use crate::cgroups::CgroupInfo;
+use crate::{
+    cgroups::CgroupInfo,
+    types::{type_def, TYPES},
+};
 
-/// Event kinds by name, in id order; the ids are part of the public contract.
-pub const KIND_NAMES: &[(u16, &str)] = &[
-    (kind::PROCESS_EXEC, "process_exec"),
-    (kind::PROCESS_EXIT, "process_exit"),
-    (kind::PROCESS_FORK, "process_fork"),
-    (kind::TCP_CONNECT, "tcp_connect"),
-    (kind::TCP_CLOSE, "tcp_close"),
-    (kind::UDP_SEND, "udp_send"),
-    (kind::FILE_OPEN, "file_open"),
-    (kind::FILE_READ, "file_read"),
-    (kind::FILE_WRITE, "file_write"),
-    (kind::EXEC_CHECK, "exec_check"),
-    (kind::FILE_PERMISSION, "file_permission"),
-    (kind::PROBE, "probe"),
-    (kind::LOSS, "loss"),
-];
+pub use crate::types::{Loss, Payload};
 
+/// The name of a kind: a built-in type's, `probe` or `loss`.
 pub fn kind_name(kind: u16) -> &'static str {
-    KIND_NAMES.iter().find(|(k, _)| *k == kind).map_or("unknown", |(_, n)| n)
+    match kind {
+        kind::PROBE => "probe",
+        kind::LOSS => "loss",
+        k => type_def(k).map_or("unknown", |t| t.name),
+    }
 }
 
 pub fn kind_by_name(name: &str) -> Option<u16> {
-    KIND_NAMES.iter().find(|(_, n)| *n == name).map(|(k, _)| *k)
+    match name {
+        "probe" => Some(kind::PROBE),
+        "loss" => Some(kind::LOSS),
+        n => TYPES.iter().find(|t| t.name == n).map(|t| t.kind),
+    }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Payload {
-    Exec {
-        filename: String,
-        argv: Vec<String>,
-        filename_truncated: bool,
-        argv_truncated: bool,
-    },
-    Exit {
-        /// The exit status (0-255) when the process exited normally.
-        exit_code: Option<u8>,
-        /// The signal that killed it, if any.
-        signal: Option<u8>,
-        core_dumped: bool,
-    },
-    Fork {
-        child_pid: u32,
-    },
-    /// `tcp_connect`, `tcp_close`, `udp_send`.
-    Net {
-        /// `AF_INET` (2) or `AF_INET6` (10).
-        family: u16,
-        /// None when the mechanism cannot see the source (`udp_send`).
-        source: Option<(IpAddr, u16)>,
-        daddr: IpAddr,
-        dport: u16,
-        /// Bytes sent (`udp_send`).
-        bytes: Option<i64>,
-    },
-    /// `file_open`, `file_read`, `file_write`, `exec_check`, `file_permission`.
-    File {
-        /// Absolute when complete; the filename as given for `exec_check`.
-        path: String,
-        path_truncated: bool,
-        fd: Option<i32>,
-        /// Open flags (`file_open`) or permission mask (`file_permission`).
-        flags: Option<u32>,
-        bytes: Option<i64>,
-    },
-    /// A user-defined probe's event (boxed: rare, and big).
-    Probe(Box<ProbeData>),
-    /// In-band notice that events were lost; produced in userspace.
-    Loss {
-        count: u64,
-        reason: &'static str,
-        /// The kind that was lost, when known.
-        lost_kind: Option<u16>,
-    },
+/// Every kind by name, in id order: the built-in types, `probe`, `loss`.
+pub fn kind_names() -> impl Iterator<Item = (u16, &'static str)> {
+    TYPES.iter().map(|t| (t.kind, t.name)).chain([(kind::PROBE, "probe"), (kind::LOSS, "loss")])
 }
 
 /// A value of a tracepoint field.
@@ -155,7 +107,7 @@ impl Event {
     pub fn loss(ts_ns: u64, count: u64, reason: &'static str, lost_kind: Option<u16>) -> Self {
         Self {
             hdr: Header { kind: kind::LOSS, ts_ns, ..Header::default() },
-            payload: Payload::Loss { count, reason, lost_kind },
+            payload: Payload::Loss(Loss { count, reason, lost_kind }),
             meta: Meta::default(),
         }
     }

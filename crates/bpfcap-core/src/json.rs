@@ -2,13 +2,11 @@
 //! builds `to_dict` from [`visit`], and [`write_event`] writes JSON lines from
 //! it natively, a whole batch into one buffer (no Python object per event).
 
-use std::{net::IpAddr, sync::Arc};
-
-use bpfcap_common::kind;
+use std::sync::Arc;
 
 use crate::{
     clock,
-    event::{kind_name, Event, FieldValue, Payload},
+    event::{kind_name, Event, FieldValue, Loss, Payload},
 };
 
 /// One value of an event's JSON object.
@@ -29,10 +27,6 @@ pub enum Value<'a> {
     Time(i64),
 }
 
-fn opt<T>(v: Option<T>, f: impl FnOnce(T) -> Value<'static>) -> Value<'static> {
-    v.map_or(Value::Null, f)
-}
-
 pub fn family_name(family: u16) -> &'static str {
     match family {
         2 => "ipv4",
@@ -41,17 +35,13 @@ pub fn family_name(family: u16) -> &'static str {
     }
 }
 
-fn addr(a: &IpAddr) -> Value<'static> {
-    Value::String(a.to_string())
-}
-
 /// Calls `f` with each key and value of `ev`'s JSON object, in the documented order.
 pub fn visit<'a>(ev: &'a Event, wall_offset_ns: i64, f: &mut impl FnMut(&'static str, Value<'a>)) {
     let h = &ev.hdr;
     f("type", Value::Str(kind_name(h.kind)));
     f("ts_ns", Value::UInt(h.ts_ns));
     f("time", Value::Time(h.ts_ns as i64 + wall_offset_ns));
-    if let Payload::Loss { count, reason, lost_kind } = &ev.payload {
+    if let Payload::Loss(Loss { count, reason, lost_kind }) = &ev.payload {
         f("count", Value::UInt(*count));
         f("reason", Value::Str(reason));
         f("lost_type", lost_kind.map_or(Value::Null, |k| Value::Str(kind_name(k))));
@@ -78,48 +68,6 @@ pub fn visit<'a>(ev: &'a Event, wall_offset_ns: i64, f: &mut impl FnMut(&'static
     f("net_ns", Value::UInt(h.net_ns.into()));
     f("session", ev.meta.session.as_deref().map_or(Value::Null, Value::Str));
     match &ev.payload {
-        Payload::Exec { filename, argv, filename_truncated, argv_truncated } => {
-            f("filename", Value::Str(filename));
-            f("argv", Value::Strs(argv));
-            f("argv_truncated", Value::Bool(*argv_truncated));
-            if *filename_truncated {
-                f("filename_truncated", Value::Bool(true));
-            }
-        }
-        Payload::Exit { exit_code, signal, core_dumped } => {
-            f("exit_code", opt(*exit_code, |c| Value::UInt(c.into())));
-            f("signal", opt(*signal, |s| Value::UInt(s.into())));
-            f("core_dumped", Value::Bool(*core_dumped));
-        }
-        Payload::Fork { child_pid } => f("child_pid", Value::UInt((*child_pid).into())),
-        Payload::Net { family, source, daddr, dport, bytes } => {
-            let udp = h.kind == kind::UDP_SEND;
-            f("family", Value::Str(family_name(*family)));
-            if !udp {
-                f("saddr", source.as_ref().map_or(Value::Null, |(a, _)| addr(a)));
-            }
-            f("daddr", addr(daddr));
-            if !udp {
-                f("sport", opt(source.map(|(_, p)| p), |p| Value::UInt(p.into())));
-            }
-            f("dport", Value::UInt((*dport).into()));
-            if udp {
-                f("bytes", opt(*bytes, Value::Int));
-            }
-        }
-        Payload::File { path, path_truncated, fd, flags, bytes } => match h.kind {
-            kind::EXEC_CHECK => f("filename", Value::Str(path)),
-            k => {
-                f("path", Value::Str(path));
-                f("path_truncated", Value::Bool(*path_truncated));
-                f("fd", opt(*fd, |d| Value::Int(d.into())));
-                match k {
-                    kind::FILE_OPEN => f("flags", opt(*flags, |v| Value::UInt(v.into()))),
-                    kind::FILE_PERMISSION => f("mask", opt(*flags, |v| Value::UInt(v.into()))),
-                    _ => f("bytes", opt(*bytes, Value::Int)),
-                }
-            }
-        },
         Payload::Probe(p) => {
             f("probe", p.name.as_deref().map_or(Value::Null, Value::Str));
             if let Some(prog) = &p.program {
@@ -133,7 +81,8 @@ pub fn visit<'a>(ev: &'a Event, wall_offset_ns: i64, f: &mut impl FnMut(&'static
                 f("args", Value::UInts(&p.args));
             }
         }
-        Payload::Loss { .. } => {}
+        Payload::Loss(_) => {}
+        p => p.visit(f),
     }
 }
 
@@ -292,18 +241,14 @@ fn write_str(out: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bpfcap_common::Header;
+    use bpfcap_common::{kind, Header};
+
+    use crate::types::FileWrite;
 
     fn file_event(path: &str) -> Event {
         Event {
             hdr: Header { kind: kind::FILE_WRITE, pid: 7, tid: 8, ts_ns: 5, ..Header::default() },
-            payload: Payload::File {
-                path: path.into(),
-                path_truncated: false,
-                fd: Some(3),
-                flags: None,
-                bytes: Some(11),
-            },
+            payload: FileWrite { path: path.into(), path_truncated: false, fd: Some(3), bytes: Some(11) }.into(),
             meta: Default::default(),
         }
     }

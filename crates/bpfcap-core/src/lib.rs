@@ -23,6 +23,7 @@ pub mod rings;
 pub mod sys;
 pub mod text;
 pub mod tracefs;
+pub mod types;
 pub mod user_probe;
 
 pub use capture::{Capture, CaptureConfig};

@@ -50,7 +50,7 @@ impl LineWriter {
             }
         }
         match &ev.payload {
-            Payload::Loss { count, .. } => self.lost += count,
+            Payload::Loss(l) => self.lost += l.count,
             _ => {
                 if let Some(n) = self.by_kind.get_mut(ev.hdr.kind as usize) {
                     *n += 1;

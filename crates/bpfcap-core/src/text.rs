@@ -8,11 +8,10 @@
 
 use std::{fmt::Write as _, net::IpAddr};
 
-use bpfcap_common::kind;
-
 use crate::{
-    event::{kind_name, Event, FieldValue, Payload},
-    json::family_name,
+    event::{kind_name, Event, FieldValue, Loss, Payload},
+    json::{family_name, Value},
+    types::Family,
 };
 
 /// Appends `ev` as one line (ending in `\n`) to `out`.
@@ -23,7 +22,7 @@ pub fn write_line(ev: &Event, wall_offset_ns: i64, out: &mut String) {
     let micros = unix_ns.rem_euclid(1_000_000_000) / 1000;
     let _ =
         write!(out, "{:02}:{:02}:{:02}.{micros:06} {:<15} ", sod / 3600, sod / 60 % 60, sod % 60, kind_name(h.kind));
-    if let Payload::Loss { count, reason, lost_kind } = &ev.payload {
+    if let Payload::Loss(Loss { count, reason, lost_kind }) = &ev.payload {
         let what = lost_kind.map_or("all types", kind_name);
         let _ = writeln!(out, "{count} events lost ({reason}, {what})");
         return;
@@ -41,61 +40,36 @@ pub fn write_line(ev: &Event, wall_offset_ns: i64, out: &mut String) {
 
 fn detail(ev: &Event, out: &mut String) {
     match &ev.payload {
-        Payload::Exec { filename, argv, argv_truncated, .. } => {
-            if argv.is_empty() {
-                clean(out, filename);
+        Payload::Exec(e) => {
+            if e.argv.is_empty() {
+                clean(out, &e.filename);
             }
-            for (i, a) in argv.iter().enumerate() {
+            for (i, a) in e.argv.iter().enumerate() {
                 if i > 0 {
                     out.push(' ');
                 }
                 clean(out, a);
             }
-            if *argv_truncated {
+            if e.argv_truncated {
                 out.push_str(" ...");
             }
         }
-        Payload::Exit { exit_code, signal, core_dumped } => {
-            match (exit_code, signal) {
+        Payload::Exit(e) => {
+            match (e.exit_code, e.signal) {
                 (_, Some(s)) => _ = write!(out, "signal={s}"),
                 (Some(c), None) => _ = write!(out, "exit_code={c}"),
                 (None, None) => out.push_str("exit_code=?"),
             }
-            if *core_dumped {
+            if e.core_dumped {
                 out.push_str(" (core dumped)");
             }
         }
-        Payload::Fork { child_pid } => _ = write!(out, "child_pid={child_pid}"),
-        Payload::Net { family, source, daddr, dport, bytes } => {
-            if let Some((addr, port)) = source {
-                endpoint(out, addr, *port);
-                out.push(' ');
-            }
+        Payload::TcpConnect(c) => connection(out, c.saddr.zip(c.sport), &c.daddr, c.dport, c.family),
+        Payload::TcpClose(c) => connection(out, c.saddr.zip(c.sport), &c.daddr, c.dport, c.family),
+        Payload::UdpSend(u) => {
             out.push_str("-> ");
-            endpoint(out, daddr, *dport);
-            if let Some(b) = bytes {
-                let _ = write!(out, " bytes={b}");
-            }
-            if ev.hdr.kind != kind::UDP_SEND && !matches!(family, 2 | 10) {
-                let _ = write!(out, " family={}", family_name(*family));
-            }
-        }
-        Payload::File { path, path_truncated, fd, flags, bytes } => {
-            if *path_truncated {
-                out.push_str(".../");
-            }
-            clean(out, path);
-            if let Some(fd) = fd {
-                let _ = write!(out, " fd={fd}");
-            }
-            match (ev.hdr.kind, flags) {
-                (kind::FILE_OPEN, Some(f)) => _ = write!(out, " flags={f:#o}"),
-                (kind::FILE_PERMISSION, Some(m)) => _ = write!(out, " mask={m}"),
-                _ => {}
-            }
-            if let Some(b) = bytes {
-                let _ = write!(out, " bytes={b}");
-            }
+            endpoint(out, &u.daddr, u.dport);
+            let _ = write!(out, " bytes={}", u.bytes);
         }
         Payload::Probe(p) => {
             clean(out, p.name.as_deref().unwrap_or("?"));
@@ -118,7 +92,52 @@ fn detail(ev: &Event, out: &mut String) {
                 let _ = write!(out, " args={:?}", p.args);
             }
         }
-        Payload::Loss { .. } => {}
+        Payload::Loss(_) => {}
+        p => fields(p, out),
+    }
+}
+
+/// Any other type: its path or filename first, then `key=value` for each
+/// field that says something (nulls and false flags are left out).
+fn fields(p: &Payload, out: &mut String) {
+    if let Some(Value::Bool(true)) = p.get("path_truncated") {
+        out.push_str(".../");
+    }
+    let mut first = true;
+    p.visit(&mut |key, value| {
+        let named = matches!(key, "path" | "filename");
+        if matches!(value, Value::Null | Value::Bool(false)) || key == "path_truncated" {
+            return;
+        }
+        if !first {
+            out.push(' ');
+        }
+        first = false;
+        if !named {
+            out.push_str(key);
+            out.push('=');
+        }
+        match value {
+            Value::UInt(f) if key == "flags" => _ = write!(out, "{f:#o}"),
+            Value::Int(i) => _ = write!(out, "{i}"),
+            Value::UInt(u) => _ = write!(out, "{u}"),
+            Value::Str(s) => clean(out, s),
+            Value::String(s) => clean(out, &s),
+            Value::Strs(items) => clean(out, &items.join(" ")),
+            _ => out.push('?'),
+        }
+    });
+}
+
+fn connection(out: &mut String, source: Option<(IpAddr, u16)>, daddr: &IpAddr, dport: u16, family: Family) {
+    if let Some((addr, port)) = source {
+        endpoint(out, &addr, port);
+        out.push(' ');
+    }
+    out.push_str("-> ");
+    endpoint(out, daddr, dport);
+    if !matches!(family.0, 2 | 10) {
+        let _ = write!(out, " family={}", family_name(family.0));
     }
 }
 
@@ -147,9 +166,10 @@ fn clean(out: &mut String, s: &str) {
 mod tests {
     use std::net::Ipv4Addr;
 
-    use bpfcap_common::Header;
+    use bpfcap_common::{kind, Header};
 
     use super::*;
+    use crate::types::{Exec, Exit, FileWrite, IfSet, TcpConnect};
 
     fn event(kind: u16, payload: Payload) -> Event {
         let mut comm = [0u8; 16];
@@ -171,31 +191,33 @@ mod tests {
     fn lines_are_aligned_and_say_what_the_event_is_about() {
         let exec = event(
             kind::PROCESS_EXEC,
-            Payload::Exec {
+            Exec {
                 filename: "/bin/ls".into(),
                 argv: vec!["ls".into(), "-l".into()],
-                filename_truncated: false,
+                filename_truncated: IfSet(false),
                 argv_truncated: true,
-            },
+            }
+            .into(),
         );
         assert_eq!(line(&exec), "01:02:03.000004 process_exec         42       1 sh               ls -l ...\n");
         let write = event(
             kind::FILE_WRITE,
-            Payload::File { path: "/tmp/x".into(), path_truncated: false, fd: Some(3), flags: None, bytes: Some(5) },
+            FileWrite { path: "/tmp/x".into(), path_truncated: false, fd: Some(3), bytes: Some(5) }.into(),
         );
         assert!(line(&write).ends_with(" sh               /tmp/x fd=3 bytes=5\n"), "{}", line(&write));
         let connect = event(
             kind::TCP_CONNECT,
-            Payload::Net {
-                family: 2,
-                source: Some((Ipv4Addr::LOCALHOST.into(), 40000)),
+            TcpConnect {
+                family: Family(2),
+                saddr: Some(Ipv4Addr::LOCALHOST.into()),
+                sport: Some(40000),
                 daddr: "::1".parse().unwrap(),
                 dport: 80,
-                bytes: None,
-            },
+            }
+            .into(),
         );
         assert!(line(&connect).ends_with("127.0.0.1:40000 -> [::1]:80\n"), "{}", line(&connect));
-        let exit = event(kind::PROCESS_EXIT, Payload::Exit { exit_code: None, signal: Some(9), core_dumped: false });
+        let exit = event(kind::PROCESS_EXIT, Exit { exit_code: None, signal: Some(9), core_dumped: false }.into());
         assert!(line(&exit).ends_with(" sh               signal=9\n"));
         let loss = Event::loss(0, 7, "kernel_ring_full", Some(kind::FILE_READ));
         assert_eq!(line(&loss), "00:00:00.000000 loss            7 events lost (kernel_ring_full, file_read)\n");
@@ -205,12 +227,13 @@ mod tests {
     fn control_characters_from_other_processes_cannot_forge_lines_or_drive_a_terminal() {
         let exec = event(
             kind::PROCESS_EXEC,
-            Payload::Exec {
+            Exec {
                 filename: "/x".into(),
                 argv: vec!["a\nfake line".into(), "\u{1b}[2J\\".into()],
-                filename_truncated: false,
+                filename_truncated: IfSet(false),
                 argv_truncated: false,
-            },
+            }
+            .into(),
         );
         let l = line(&exec);
         assert_eq!(l.matches('\n').count(), 1);

@@ -3,7 +3,11 @@
 use std::{process::Command, time::Duration};
 
 use bpfcap_common::kind;
-use bpfcap_core::{sys, Capture, CaptureConfig, Event, Payload};
+use bpfcap_core::{
+    sys,
+    types::{Exec, Exit},
+    Capture, CaptureConfig, Event, Payload,
+};
 
 fn open() -> Option<Capture> {
     if let Some(missing) = sys::missing_tracing_caps(sys::effective_caps()) {
@@ -43,10 +47,10 @@ fn exec_exit_and_fork_of_a_child() {
     let exec = find(
         &mut cap,
         &mut seen,
-        |e| matches!(&e.payload, Payload::Exec { argv, .. } if argv.len() == 2 && argv[1] == token),
+        |e| matches!(&e.payload, Payload::Exec(x) if x.argv.len() == 2 && x.argv[1] == token),
     )
     .expect("exec of /bin/echo with the token");
-    let Payload::Exec { filename, argv, argv_truncated, .. } = &exec.payload else { unreachable!() };
+    let Payload::Exec(Exec { filename, argv, argv_truncated, .. }) = &exec.payload else { unreachable!() };
     assert_eq!(filename, "/bin/echo");
     assert_eq!(argv[0], "/bin/echo");
     assert!(!argv_truncated);
@@ -58,11 +62,11 @@ fn exec_exit_and_fork_of_a_child() {
 
     let exit = find(&mut cap, &mut seen, |e| e.hdr.kind == kind::PROCESS_EXIT && e.hdr.pid == sh_pid)
         .expect("exit of the shell");
-    assert_eq!(exit.payload, Payload::Exit { exit_code: Some(7), signal: None, core_dumped: false });
+    assert_eq!(exit.payload, Exit { exit_code: Some(7), signal: None, core_dumped: false }.into());
     let fork = find(&mut cap, &mut seen, |e| {
         e.hdr.kind == kind::PROCESS_FORK
             && e.hdr.pid == sh_pid
-            && matches!(e.payload, Payload::Fork { child_pid } if child_pid == exec.hdr.pid)
+            && matches!(&e.payload, Payload::Fork(f) if f.child_pid == exec.hdr.pid)
     });
     assert!(fork.is_some(), "the shell's fork of echo");
     assert_eq!(cap.stats().decode.errors(), 0);

@@ -1,11 +1,10 @@
 //! The Python view of a decoded event. Fields are converted when read, so an
 //! event that is only counted or filtered costs one small allocation.
 
-use bpfcap_common::kind;
 use bpfcap_core::{
     clock,
-    event::{kind_name, FieldValue, KIND_NAMES},
-    json::{self, family_name},
+    event::{kind_name, kind_names, FieldValue},
+    json,
     lines::{self, LineWriter},
     Event, Payload,
 };
@@ -134,7 +133,7 @@ fn event_type(py: Python<'_>, id: u16) -> PyResult<Py<PyAny>> {
     static MEMBERS: PyOnceLock<Vec<Py<PyAny>>> = PyOnceLock::new();
     let members = MEMBERS.get_or_try_init(py, || {
         let cls = py.import("bpfcap.events")?.getattr("EventType")?;
-        let max = KIND_NAMES.iter().map(|(k, _)| *k).max().unwrap_or(0);
+        let max = kind_names().map(|(k, _)| k).max().unwrap_or(0);
         (0..=max)
             .map(|k| Ok(cls.call1((k,)).map(Bound::unbind).unwrap_or_else(|_| py.None())))
             .collect::<PyResult<Vec<_>>>()
@@ -234,155 +233,9 @@ impl PyEvent {
     }
 
     #[getter]
-    fn filename(&self) -> Option<String> {
-        match &self.ev.payload {
-            Payload::Exec { filename, .. } => Some(filename.clone()),
-            Payload::File { path, .. } if self.ev.hdr.kind == kind::EXEC_CHECK => Some(path.clone()),
-            _ => None,
-        }
-    }
-    /// "ipv4" or "ipv6".
-    #[getter]
-    fn family(&self) -> Option<&'static str> {
-        match &self.ev.payload {
-            Payload::Net { family, .. } => Some(family_name(*family)),
-            _ => None,
-        }
-    }
-    #[getter]
-    fn saddr(&self) -> Option<String> {
-        match &self.ev.payload {
-            Payload::Net { source: Some((a, _)), .. } => Some(a.to_string()),
-            _ => None,
-        }
-    }
-    #[getter]
-    fn sport(&self) -> Option<u16> {
-        match &self.ev.payload {
-            Payload::Net { source: Some((_, p)), .. } => Some(*p),
-            _ => None,
-        }
-    }
-    #[getter]
-    fn daddr(&self) -> Option<String> {
-        match &self.ev.payload {
-            Payload::Net { daddr, .. } => Some(daddr.to_string()),
-            _ => None,
-        }
-    }
-    #[getter]
-    fn dport(&self) -> Option<u16> {
-        match &self.ev.payload {
-            Payload::Net { dport, .. } => Some(*dport),
-            _ => None,
-        }
-    }
-    /// Bytes read, written or sent.
-    #[getter]
-    fn bytes(&self) -> Option<i64> {
-        match &self.ev.payload {
-            Payload::Net { bytes, .. } | Payload::File { bytes, .. } => *bytes,
-            _ => None,
-        }
-    }
-    #[getter]
-    fn path(&self) -> Option<String> {
-        match &self.ev.payload {
-            Payload::File { path, .. } if self.ev.hdr.kind != kind::EXEC_CHECK => Some(path.clone()),
-            _ => None,
-        }
-    }
-    #[getter]
-    fn path_truncated(&self) -> Option<bool> {
-        match &self.ev.payload {
-            Payload::File { path_truncated, .. } => Some(*path_truncated),
-            _ => None,
-        }
-    }
-    #[getter]
-    fn fd(&self) -> Option<i32> {
-        match &self.ev.payload {
-            Payload::File { fd, .. } => *fd,
-            _ => None,
-        }
-    }
-    /// Open flags (`O_*`) of a `file_open`.
-    #[getter]
-    fn flags(&self) -> Option<u32> {
-        match &self.ev.payload {
-            Payload::File { flags, .. } if self.ev.hdr.kind == kind::FILE_OPEN => *flags,
-            _ => None,
-        }
-    }
-    /// Permission mask (`MAY_READ` 4, `MAY_WRITE` 2, ...) of a `file_permission`.
-    #[getter]
-    fn mask(&self) -> Option<u32> {
-        match &self.ev.payload {
-            Payload::File { flags, .. } if self.ev.hdr.kind == kind::FILE_PERMISSION => *flags,
-            _ => None,
-        }
-    }
-
-    #[getter]
-    fn argv(&self) -> Option<Vec<String>> {
-        match &self.ev.payload {
-            Payload::Exec { argv, .. } => Some(argv.clone()),
-            _ => None,
-        }
-    }
-
-    #[getter]
-    fn argv_truncated(&self) -> Option<bool> {
-        match &self.ev.payload {
-            Payload::Exec { argv_truncated, .. } => Some(*argv_truncated),
-            _ => None,
-        }
-    }
-
-    #[getter]
-    fn filename_truncated(&self) -> Option<bool> {
-        match &self.ev.payload {
-            Payload::Exec { filename_truncated, .. } => Some(*filename_truncated),
-            _ => None,
-        }
-    }
-
-    #[getter]
-    fn exit_code(&self) -> Option<u8> {
-        match &self.ev.payload {
-            Payload::Exit { exit_code: Some(c), .. } => Some(*c),
-            _ => None,
-        }
-    }
-
-    #[getter]
-    fn signal(&self) -> Option<u8> {
-        match &self.ev.payload {
-            Payload::Exit { signal: Some(s), .. } => Some(*s),
-            _ => None,
-        }
-    }
-
-    #[getter]
-    fn core_dumped(&self) -> Option<bool> {
-        match &self.ev.payload {
-            Payload::Exit { core_dumped, .. } => Some(*core_dumped),
-            _ => None,
-        }
-    }
-
-    #[getter]
-    fn child_pid(&self) -> Option<u32> {
-        match &self.ev.payload {
-            Payload::Fork { child_pid } => Some(*child_pid),
-            _ => None,
-        }
-    }
-
-    #[getter]
     fn count(&self) -> Option<u64> {
         match &self.ev.payload {
-            Payload::Loss { count, .. } => Some(*count),
+            Payload::Loss(l) => Some(l.count),
             _ => None,
         }
     }
@@ -390,7 +243,7 @@ impl PyEvent {
     #[getter]
     fn reason(&self) -> Option<&'static str> {
         match &self.ev.payload {
-            Payload::Loss { reason, .. } => Some(*reason),
+            Payload::Loss(l) => Some(l.reason),
             _ => None,
         }
     }
@@ -399,14 +252,14 @@ impl PyEvent {
     #[getter]
     fn lost_type_id(&self) -> Option<u16> {
         match &self.ev.payload {
-            Payload::Loss { lost_kind, .. } => *lost_kind,
+            Payload::Loss(l) => l.lost_kind,
             _ => None,
         }
     }
     #[getter]
     fn lost_type(&self) -> Option<&'static str> {
         match &self.ev.payload {
-            Payload::Loss { lost_kind: Some(k), .. } => Some(kind_name(*k)),
+            Payload::Loss(l) => l.lost_kind.map(kind_name),
             _ => None,
         }
     }
@@ -483,5 +336,53 @@ impl PyEvent {
     fn __repr__(&self) -> String {
         let e = &self.ev;
         format!("<Event {} pid={} tid={} comm={:?}>", kind_name(e.hdr.kind), e.hdr.pid, e.hdr.tid, e.comm_str())
+    }
+}
+
+/// The getters of the built-in types' fields, one per JSON key (`None` when
+/// the event's type has no such key); the table in `bpfcap_core::types`
+/// decides which type has which.
+macro_rules! payload_getters {
+    ($($key:ident),* $(,)?) => {
+        #[pymethods]
+        impl PyEvent {
+            $(
+                #[getter]
+                fn $key<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+                    self.field(py, stringify!($key))
+                }
+            )*
+        }
+    };
+}
+
+payload_getters!(
+    filename,
+    argv,
+    argv_truncated,
+    filename_truncated,
+    exit_code,
+    signal,
+    core_dumped,
+    child_pid,
+    family,
+    saddr,
+    sport,
+    daddr,
+    dport,
+    bytes,
+    path,
+    path_truncated,
+    fd,
+    flags,
+    mask,
+);
+
+impl PyEvent {
+    fn field<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Bound<'py, PyAny>> {
+        match self.ev.payload.get(key) {
+            Some(v) => value_object(py, v),
+            None => Ok(py.None().into_bound(py)),
+        }
     }
 }

@@ -273,7 +273,7 @@ impl PyCapture {
                 for ev in s.buf.drain(..) {
                     // (a loss event goes with the kind it is about)
                     let kind = match &ev.payload {
-                        Payload::Loss { lost_kind: Some(k), .. } => *k,
+                        Payload::Loss(bpfcap_core::event::Loss { lost_kind: Some(k), .. }) => *k,
                         _ => ev.hdr.kind,
                     };
                     if kinds.as_ref().is_none_or(|k| k.contains(&kind)) {
@@ -424,7 +424,26 @@ fn loss_event(count: u64, reason: &str, lost_type: Option<u16>) -> PyEvent {
 /// Event type names and ids, as the core knows them.
 #[pyfunction]
 fn event_types() -> Vec<(u16, &'static str)> {
-    bpfcap_core::event::KIND_NAMES.iter().map(|(k, n)| (*k, *n)).collect()
+    bpfcap_core::event::kind_names().collect()
+}
+
+/// The built-in event types as the core defines them: id, name, doc, and
+/// the fields each adds (key, JSON type, optional, meaning).
+#[pyfunction]
+fn event_schema<'py>(py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    bpfcap_core::types::TYPES
+        .iter()
+        .map(|t| {
+            let d = PyDict::new(py);
+            d.set_item("id", t.kind)?;
+            d.set_item("name", t.name)?;
+            d.set_item("doc", t.doc)?;
+            let fields: Vec<(&str, &str, bool, &str)> =
+                t.fields.iter().map(|f| (f.key, f.schema, f.optional, f.meaning)).collect();
+            d.set_item("fields", fields)?;
+            Ok(d)
+        })
+        .collect()
 }
 
 /// The built-in probes and their attach plans, in order of preference.
@@ -475,6 +494,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(redact_argv, m)?)?;
     m.add_function(wrap_pyfunction!(loss_event, m)?)?;
     m.add_function(wrap_pyfunction!(event_types, m)?)?;
+    m.add_function(wrap_pyfunction!(event_schema, m)?)?;
     m.add_function(wrap_pyfunction!(supported_probes, m)?)?;
     m.add_function(wrap_pyfunction!(system_info, m)?)?;
     m.add("PAGE_SIZE", capture::page_size())?;
