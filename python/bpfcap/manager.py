@@ -74,6 +74,7 @@ class _Subscriber(Generic[_B]):
         self._current: Iterable[Event] = iter(())
         self._pending_loss = 0
         self._unsent: Optional[_B] = None
+        self._room = anyio.Event()  # set when the reader takes a batch (see _put)
         self.delivered = 0
         self.dropped = 0
         self.dropped_batches = 0
@@ -114,16 +115,30 @@ class _Subscriber(Generic[_B]):
         return Lines.encode(events, self.lines) if self.lines else events  # type: ignore[return-value]
 
     async def _put(self, batch: _B) -> None:
-        """Queues a batch, waiting for room (``policy="block"``)."""
-        try:
-            await self._send.send(batch)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            self._manager._unsubscribe(self)
-        except anyio.get_cancelled_exc_class():
-            self._unsent = batch  # the capture is stopping: its last drain hands it out
-            raise
-        else:
-            self.delivered += len(batch)
+        """Queues a batch, waiting for room (``policy="block"``). It waits for
+        the reader, not in the stream's ``send``: a send cancelled by the stop
+        may already have handed its batch over, which would then be handed
+        out twice; a batch waiting here is only ever handed out by the last drain."""
+        while True:
+            try:
+                await anyio.lowlevel.checkpoint()
+                self._send.send_nowait(batch)
+            except anyio.WouldBlock:
+                self._room = anyio.Event()
+                try:
+                    await self._room.wait()
+                except anyio.get_cancelled_exc_class():
+                    self._unsent = batch  # the capture is stopping: its last drain hands it out
+                    raise
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                self._manager._unsubscribe(self)
+                return
+            except anyio.get_cancelled_exc_class():
+                self._unsent = batch
+                raise
+            else:
+                self.delivered += len(batch)
+                return
 
     def _close_stream(self) -> None:
         self._send.close()
@@ -140,7 +155,9 @@ class _Subscriber(Generic[_B]):
         if rest:
             return rest  # type: ignore[return-value]  # (only event subscribers iterate events)
         try:
-            return await self._recv.receive()
+            batch = await self._recv.receive()
+            self._room.set()
+            return batch
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             self._recv.close()
             raise anyio.EndOfStream from None
@@ -148,6 +165,7 @@ class _Subscriber(Generic[_B]):
     async def aclose(self) -> None:
         self._manager._unsubscribe(self)
         self._recv.close()
+        self._room.set()
 
     async def __aenter__(self: _S) -> _S:
         return self
