@@ -7,14 +7,11 @@ use std::{
     time::Duration,
 };
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-};
+use std::{collections::HashMap, sync::Arc};
 
 use aya::{
     maps::{Array, MapData, PerCpuArray, RingBuf},
-    Ebpf, EbpfError, EbpfLoader,
+    EbpfLoader,
 };
 use bpfcap_common::{drop_reason, kind, Offsets, Settings, SockStateLayout, MAX_RINGS};
 
@@ -22,22 +19,21 @@ use crate::{
     attach::{self, Link},
     btf::Btf,
     cgroups::{self, CgroupInfo},
-    clock,
+    clock, containers,
     decode::{decode, decode_into, decode_raw, views, DecodeStats, View},
     enrich::Enricher,
     error::{Error, Result},
-    event::{kind_name, Event, FieldValue, Payload},
+    event::{kind_name, Event, Payload},
     fallback::{self, Attacher, ProbeStatus},
     filter::{FilterMaps, FilterSpec},
+    losses::{self, Announced},
+    object::{map_error, Object, TypeCheck, BPF_OBJECT},
     offsets,
     probes::{self, ProbeSpec, ProgType},
     rings::Rings,
     sys, tracefs,
     user_probe::{UserProbe, UserProbeSpec},
 };
-
-/// The BPF object built from `bpf-rs/` by build.rs.
-pub(crate) static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bpfcap.bpf.o"));
 
 /// The probes that keep the kernel's process trees (followed pids, sessions) current.
 const TRACKING_PROBES: [&str; 2] = ["sched_process_fork", "sched_process_exit"];
@@ -105,121 +101,6 @@ pub struct ReaderStats {
     pub loss_check_errors: u64,
 }
 
-/// How often `drain` reads the kernel's loss counters for loss events.
-const LOSS_CHECK_NS: u64 = 250_000_000;
-
-/// What the loss events so far announced: per reason (ring full, sampled
-/// out, rate limited) and kind, and when to look again.
-#[derive(Debug, Default)]
-struct Announced {
-    counts: [[u64; kind::COUNT as usize]; 3],
-    next_check_ns: u64,
-}
-
-/// aya's parse of the kernel's BTF, started in the background.
-enum KernelBtf {
-    Parsing(std::thread::JoinHandle<Option<aya::Btf>>),
-    Parsed(Option<aya::Btf>),
-}
-
-impl KernelBtf {
-    fn get(&mut self) -> Option<&aya::Btf> {
-        if let KernelBtf::Parsing(_) = self {
-            let KernelBtf::Parsing(h) = std::mem::replace(self, KernelBtf::Parsed(None)) else { unreachable!() };
-            *self = KernelBtf::Parsed(h.join().ok().flatten());
-        }
-        match self {
-            KernelBtf::Parsed(b) => b.as_ref(),
-            KernelBtf::Parsing(_) => None,
-        }
-    }
-}
-
-/// What the kernel answered a do-nothing program of one type.
-#[derive(Clone, Debug)]
-enum TypeCheck {
-    Works,
-    /// Refused to this process (a capability): the probes' own plans say it again.
-    Denied(String),
-    /// Refused, or impossible to attach, on this kernel: plans of that type are skipped.
-    Refused(String),
-}
-
-/// One (program, target) attachment, shared by the probes that use it.
-/// The kernel as [`fallback::Kernel`] sees it: our object's programs,
-/// loaded on first use, and which program types the kernel takes.
-struct AyaKernel<'a> {
-    ebpf: &'a mut Ebpf,
-    btf: &'a mut KernelBtf,
-    loaded: &'a mut HashSet<&'static str>,
-    type_checks: &'a mut HashMap<ProgType, TypeCheck>,
-}
-
-/// A Capture's [`AyaKernel`] (borrowing only the fields it needs).
-macro_rules! kernel {
-    ($c:expr) => {
-        AyaKernel { ebpf: &mut $c.ebpf, btf: &mut $c.btf, loaded: &mut $c.loaded, type_checks: &mut $c.type_checks }
-    };
-}
-
-impl AyaKernel<'_> {
-    /// Whether this kernel accepts programs of `ty` at all (kprobe, fentry/fexit,
-    /// LSM: the types a kernel may lack), learned once by loading a do-nothing
-    /// program, never by attaching one (detaching a trampoline waits for an RCU
-    /// tasks grace period: seconds under emulation); `None` for the other types.
-    fn type_check(&mut self, ty: ProgType) -> Option<TypeCheck> {
-        let test = probes::selftest_for(ty)?;
-        if let Some(known) = self.type_checks.get(&test.ty) {
-            return Some(known.clone());
-        }
-        let check = if test.ty == ProgType::Kprobe && !attach::kprobes_supported() {
-            TypeCheck::Refused(
-                "this kernel has no kprobes (no kprobe PMU in /sys/bus/event_source/devices, no kprobe_events in \
-                 tracefs: CONFIG_KPROBES is not set)"
-                    .into(),
-            )
-        } else {
-            let btf = self.btf.get();
-            let loaded = match self.ebpf.program_mut(test.program) {
-                Some(prog) => attach::load(prog, btf, test.program, test.ty, test.target),
-                None => Err(Error::Load { program: test.program.into(), reason: "not in the BPF object".into() }),
-            };
-            match loaded {
-                Ok(()) => {
-                    self.loaded.insert(test.program);
-                    TypeCheck::Works
-                }
-                Err(e @ Error::Privilege { .. }) => TypeCheck::Denied(e.to_string()),
-                Err(e) => TypeCheck::Refused(e.to_string()),
-            }
-        };
-        self.type_checks.insert(test.ty, check.clone());
-        Some(check)
-    }
-}
-
-impl fallback::Kernel for AyaKernel<'_> {
-    type Link = Link;
-
-    fn refuses(&mut self, ty: ProgType) -> Option<String> {
-        match self.type_check(ty) {
-            Some(TypeCheck::Refused(why)) => Some(why),
-            _ => None,
-        }
-    }
-
-    fn tracepoint_exists(&self, target: &str) -> bool {
-        attach::tracepoint_exists(target)
-    }
-
-    fn attach(&mut self, program: &'static str, ty: ProgType, target: &'static str) -> Result<Link> {
-        let loaded = self.loaded.contains(program);
-        let link = attach::attach(self.ebpf, self.btf.get(), program, ty, target, loaded)?;
-        self.loaded.insert(program);
-        Ok(link)
-    }
-}
-
 impl Drop for Capture {
     /// Detaches everything at once: each tracepoint detach waits for an RCU
     /// grace period in the kernel (tens of ms in a VM); detaching them from one
@@ -236,19 +117,13 @@ impl Drop for Capture {
 }
 
 pub struct Capture {
-    ebpf: Ebpf,
+    object: Object,
     /// The built-in probes' rings.
     rings: Rings,
     lost: PerCpuArray<MapData, u64>,
     enabled: Array<MapData, u32>,
-    /// aya's view of the kernel BTF, for fentry/fexit/LSM: parsed in the
-    /// background from `open` on (40 ms), taken on first use.
-    btf: KernelBtf,
-    loaded: HashSet<&'static str>,
     /// The built-in probes attached, by the plans that worked.
     attacher: Attacher<Link>,
-    /// Program types tried with a do-nothing program, and the kernel's answer.
-    type_checks: HashMap<ProgType, TypeCheck>,
     /// User-defined probes, each an object instance with its own ring.
     user: Vec<UserProbe>,
     next_probe_id: u32,
@@ -304,32 +179,15 @@ impl Capture {
             // Rings not in use still exist in the object: one page each.
             loader.map_max_entries(name, if (i as u32) < config.rings { config.ring_size } else { page_size() });
         }
-        let memlock = sys::raise_memlock_if_charged();
-        let mut ebpf = loader.load(BPF_OBJECT).map_err(|e| match (e, memlock) {
-            (EbpfError::MapError(aya::maps::MapError::CreateError { io_error, .. }), Some(limit))
-                if is_eperm(&io_error) =>
-            {
-                Error::Privilege {
-                    what: format!(
-                        "creating BPF maps on Linux {release} (before 5.11 they count against the locked-memory \
-                         limit, {} KiB here)",
-                        limit / 1024
-                    ),
-                    needed: "CAP_SYS_RESOURCE or a higher limit (`ulimit -l unlimited`, systemd LimitMEMLOCK=infinity)",
-                }
-            }
-            (e, _) => load_error("bpfcap.bpf.o", e),
-        })?;
+        let mut object = Object::load(loader, sys::raise_memlock_if_charged(), &release)?;
         let mut rings = Vec::new();
         for name in &RING_MAPS[..config.rings as usize] {
-            rings.push(RingBuf::try_from(take_map(&mut ebpf, name)?).map_err(|e| map_error(name, e))?);
+            rings.push(RingBuf::try_from(object.take_map(name)?).map_err(|e| map_error(name, e))?);
         }
         let rings = Rings::new(rings, config.ring_size)?;
-        let lost = take_map(&mut ebpf, LOST_MAP)?;
-        let lost = PerCpuArray::try_from(lost).map_err(|e| map_error(LOST_MAP, e))?;
-        let enabled = take_map(&mut ebpf, ENABLED_MAP)?;
-        let enabled = Array::try_from(enabled).map_err(|e| map_error(ENABLED_MAP, e))?;
-        let filter = FilterMaps::take(&mut ebpf)?;
+        let lost = PerCpuArray::try_from(object.take_map(LOST_MAP)?).map_err(|e| map_error(LOST_MAP, e))?;
+        let enabled = Array::try_from(object.take_map(ENABLED_MAP)?).map_err(|e| map_error(ENABLED_MAP, e))?;
+        let filter = FilterMaps::take(&mut object.ebpf)?;
         let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if epoll < 0 {
             return Err(Error::io("creating an epoll instance", io::Error::last_os_error()));
@@ -339,14 +197,11 @@ impl Capture {
             epoll_add(&epoll, fd)?;
         }
         Ok(Self {
-            ebpf,
+            object,
             rings,
             lost,
             enabled,
-            btf: KernelBtf::Parsing(std::thread::spawn(|| aya::Btf::from_sys_fs().ok())),
-            loaded: HashSet::new(),
             attacher: Attacher::new(disabled),
-            type_checks: HashMap::new(),
             user: Vec::new(),
             next_probe_id: 1,
             filter,
@@ -379,7 +234,7 @@ impl Capture {
         let settings = Settings { ring_bytes: ring_size.into(), ..self.settings };
         let globals: [(&str, &[u8]); 2] = [("OFFSETS", pod_bytes(&self.offsets)), ("SETTINGS", pod_bytes(&settings))];
         let probe =
-            UserProbe::load(id, spec, BPF_OBJECT, &globals, ring_size, self.kernel_btf.as_ref(), self.btf.get())?;
+            UserProbe::load(id, spec, BPF_OBJECT, &globals, ring_size, self.kernel_btf.as_ref(), self.object.btf())?;
         for r in &probe.rings {
             epoll_add(&self.epoll, r.as_raw_fd())?;
         }
@@ -429,29 +284,16 @@ impl Capture {
     fn preload(&mut self, probes: &[&'static ProbeSpec]) {
         let mut wanted: HashMap<&'static str, (ProgType, &'static str)> = HashMap::new();
         for probe in probes {
-            let plan = self.attacher.likely_plan(&mut kernel!(self), probe);
+            let plan = self.attacher.likely_plan(&mut self.object, probe);
             for at in plan.map_or(&[][..], |p| p.attach) {
-                if !self.loaded.contains(at.program) && (!at.optional || attach::tracepoint_exists(at.target)) {
+                if !self.object.is_loaded(at.program) && (!at.optional || attach::tracepoint_exists(at.target)) {
                     wanted.entry(at.program).or_insert((at.ty, at.target));
                 }
             }
         }
-        if wanted.len() < 2 {
-            return;
+        if wanted.len() >= 2 {
+            self.object.preload(&wanted);
         }
-        let btf = self.btf.get();
-        let loaded: Vec<&'static str> = std::thread::scope(|s| {
-            let jobs: Vec<_> = self
-                .ebpf
-                .programs_mut()
-                .filter_map(|(name, prog)| wanted.get_key_value(name).map(|(n, w)| (*n, *w, prog)))
-                .map(|(name, (ty, target), prog)| {
-                    s.spawn(move || attach::load(prog, btf, name, ty, target).ok().map(|()| name))
-                })
-                .collect();
-            jobs.into_iter().filter_map(|j| j.join().ok().flatten()).collect()
-        });
-        self.loaded.extend(loaded);
     }
 
     /// Attaches a probe by the first of its plans that works and asks its
@@ -468,7 +310,7 @@ impl Capture {
     /// Attaches a probe without asking for its events (the fork and exit
     /// programs keep the kernel's process trees up to date).
     fn attach_probe(&mut self, probe: &'static ProbeSpec) -> Result<()> {
-        self.attacher.attach_probe(&mut kernel!(self), probe)
+        self.attacher.attach_probe(&mut self.object, probe)
     }
 
     /// Detaches a built-in probe (by its name); its kind stops being produced.
@@ -563,10 +405,10 @@ impl Capture {
         probes::SELFTESTS
             .iter()
             .map(|t| {
-                if let Some(TypeCheck::Refused(why) | TypeCheck::Denied(why)) = kernel!(self).type_check(t.ty) {
+                if let Some(TypeCheck::Refused(why) | TypeCheck::Denied(why)) = self.object.type_check(t.ty) {
                     return (t.ty.name(), Err(why));
                 }
-                let r = fallback::Kernel::attach(&mut kernel!(self), t.program, t.ty, t.target)
+                let r = fallback::Kernel::attach(&mut self.object, t.program, t.ty, t.target)
                     .map(drop) // the link, dropped at once: detached
                     .map_err(|e| e.to_string());
                 (t.ty.name(), r)
@@ -577,13 +419,7 @@ impl Capture {
     /// Each loaded program and the instructions the verifier processed for it
     /// (the main cost of attaching a probe; `None` before 5.16).
     pub fn verifier_costs(&self) -> Vec<(String, Option<u32>)> {
-        let mut out: Vec<_> = self
-            .ebpf
-            .programs()
-            .filter_map(|(name, p)| p.info().ok().map(|i| (name.to_owned(), i.verified_instruction_count())))
-            .collect();
-        out.sort();
-        out
+        self.object.verifier_costs()
     }
 
     pub fn probes(&self) -> &[ProbeStatus] {
@@ -660,27 +496,16 @@ impl Capture {
     /// many it added.
     pub fn announce_losses(&mut self, out: &mut Vec<Event>) -> usize {
         let now = clock::monotonic_ns();
-        self.announced.next_check_ns = now + LOSS_CHECK_NS;
         let (lost, drops) = match (self.lost_in_kernel(), self.filter.drops()) {
             (Ok(lost), Ok(drops)) => (lost, drops),
             _ => {
                 self.stats.loss_check_errors += 1;
+                self.announced.next_check_ns = now + losses::CHECK_NS;
                 return 0;
             }
         };
-        let totals = [&lost, &drops[drop_reason::SAMPLED as usize], &drops[drop_reason::RATE_LIMITED as usize]];
-        let before = out.len();
-        for ((reason, totals), seen) in
-            ["kernel_ring_full", "sampled", "rate_limited"].into_iter().zip(totals).zip(&mut self.announced.counts)
-        {
-            for (k, (&total, seen)) in totals.iter().zip(seen.iter_mut()).enumerate() {
-                if total > *seen {
-                    out.push(Event::loss(now, total - *seen, reason, Some(k as u16)));
-                    *seen = total;
-                }
-            }
-        }
-        out.len() - before
+        let totals = [&lost[..], &drops[drop_reason::SAMPLED as usize], &drops[drop_reason::RATE_LIMITED as usize]];
+        self.announced.announce(now, totals, out)
     }
 
     /// As [`Capture::drain`], but each record of the built-in probes goes to
@@ -753,7 +578,7 @@ impl Capture {
                 }
             }
             if &*probe.name == CGROUP_WATCH {
-                new_cgroups.extend(out.drain(start..).filter_map(|ev| created_cgroup(&ev)));
+                new_cgroups.extend(out.drain(start..).filter_map(|ev| containers::created_cgroup(&ev)));
             }
         }
         if !new_cgroups.is_empty() {
@@ -772,21 +597,10 @@ impl Capture {
     /// created (path, id, level) to the filter; a refused update is counted
     /// (`filter_update_errors`), and the next new cgroup tries again.
     fn follow_new_containers(&mut self, created: &[(String, u64, u32)]) {
-        let mut spec = self.filter.current.clone();
-        let mut changed = false;
-        for (path, id, level) in created {
-            let info = cgroups::parse_path(path);
-            let Some(cid) = info.container_id else {
-                continue;
-            };
-            if spec.container_ids.iter().any(|want| cid.starts_with(want.as_str()))
-                && !spec.cgroups.contains(&(*id, *level))
-            {
-                spec.cgroups.push((*id, *level));
-                changed = true;
-            }
-        }
-        if changed && self.filter.apply(&spec).is_err() {
+        let Some(spec) = containers::with_new_containers(&self.filter.current, created) else {
+            return;
+        };
+        if self.filter.apply(&spec).is_err() {
             self.stats.filter_update_errors += 1;
         }
     }
@@ -831,28 +645,6 @@ impl Capture {
     }
 }
 
-/// `(path, id, level)` of a cgroup v2 directory from a `cgroup:cgroup_mkdir` event.
-fn created_cgroup(ev: &Event) -> Option<(String, u64, u32)> {
-    let Payload::Probe(p) = &ev.payload else {
-        return None;
-    };
-    let get = |name: &str| p.fields.iter().find(|(n, _)| &**n == name).map(|(_, v)| v);
-    // root 0 is the cgroup v2 hierarchy; others are v1 controllers.
-    if !matches!(get("root"), Some(FieldValue::Int(0))) {
-        return None;
-    }
-    let Some(FieldValue::Str(path)) = get("path") else {
-        return None;
-    };
-    let Some(FieldValue::UInt(id)) = get("id") else {
-        return None;
-    };
-    let Some(FieldValue::Int(level)) = get("level") else {
-        return None;
-    };
-    Some((path.clone(), *id, *level as u32))
-}
-
 /// Registers a ring edge-triggered: it is reported once per wake-up, not for
 /// as long as data is pending (which would defeat the batching of wake-ups).
 fn epoll_add(epoll: &OwnedFd, fd: RawFd) -> Result<()> {
@@ -866,27 +658,4 @@ fn epoll_add(epoll: &OwnedFd, fd: RawFd) -> Result<()> {
 /// The bytes of a plain-old-data value (for globals of other object instances).
 fn pod_bytes<T: aya::Pod>(v: &T) -> &[u8] {
     unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
-}
-
-fn take_map(ebpf: &mut Ebpf, name: &str) -> Result<aya::maps::Map> {
-    ebpf.take_map(name)
-        .ok_or_else(|| Error::Load { program: name.into(), reason: "map missing from the BPF object".into() })
-}
-
-fn map_error(name: &str, e: aya::maps::MapError) -> Error {
-    Error::Load { program: name.into(), reason: e.to_string() }
-}
-
-fn is_eperm(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EPERM) | Some(libc::EACCES))
-}
-
-fn load_error(what: &str, e: EbpfError) -> Error {
-    match e {
-        EbpfError::MapError(aya::maps::MapError::CreateError { io_error, .. }) if is_eperm(&io_error) => {
-            Error::Privilege { what: "creating BPF maps".into(), needed: "CAP_BPF" }
-        }
-        EbpfError::ProgramError(pe) => attach::program_error(what, pe),
-        other => Error::Load { program: what.into(), reason: attach::reason(&other) },
-    }
 }

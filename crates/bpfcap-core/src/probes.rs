@@ -249,7 +249,7 @@ mod tests {
     /// would only fail when it is attached, as root, on a kernel that picks it.
     #[test]
     fn every_program_a_plan_names_is_in_the_built_object_with_its_type() {
-        let obj = aya_obj::Object::parse(crate::capture::BPF_OBJECT).expect("the built BPF object parses");
+        let obj = aya_obj::Object::parse(crate::object::BPF_OBJECT).expect("the built BPF object parses");
         let mut wrong = Vec::new();
         for attach in PROBES.iter().flat_map(|p| p.plans).flat_map(|plan| plan.attach) {
             let fits = |s: &S| match attach.ty {
