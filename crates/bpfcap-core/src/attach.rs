@@ -12,7 +12,7 @@ use aya::{
 };
 
 use crate::{
-    error::{Error, Result},
+    error::{chain, Error, Result},
     probes::ProgType,
     sys, tracefs,
 };
@@ -30,38 +30,42 @@ pub fn attach(
     target: &str,
     loaded: bool,
 ) -> Result<Link> {
-    let fail = |reason: String| Error::Attach { probe: target.to_owned(), mechanism: ty.name(), reason };
-    let prog = ebpf.program_mut(program).ok_or_else(|| Error::Load {
-        program: program.to_owned(),
-        reason: "no program of that name in the BPF object".into(),
-    })?;
+    // (`reason`: what to say instead of the error's own message chain)
+    let fail = |e: ProgramError, reason: Option<String>| {
+        Error::attach_from(target, ty.name(), reason.unwrap_or_else(|| chain(&e)), e)
+    };
+    let prog =
+        ebpf.program_mut(program).ok_or_else(|| Error::load(program, "no program of that name in the BPF object"))?;
     if !loaded {
         load(prog, btf, program, ty, target)?;
     }
     // perf_event_open of a kprobe or uprobe may need CAP_SYS_ADMIN even with
     // CAP_BPF and CAP_PERFMON (measured: uprobes on 6.18): name it.
-    let attach_failed = |e: &ProgramError, r: String| {
-        if denied(e) && !sys::has_cap(sys::effective_caps(), sys::CAP_SYS_ADMIN) {
+    let attach_failed = |e: ProgramError, r: Option<String>| {
+        if denied(&e) && !sys::has_cap(sys::effective_caps(), sys::CAP_SYS_ADMIN) {
             Error::Privilege {
                 what: format!("attaching {target} by {}", ty.name()),
                 needed: "CAP_SYS_ADMIN (the kernel refused it to CAP_BPF and CAP_PERFMON)",
             }
         } else {
-            fail(r)
+            fail(e, r)
         }
     };
     macro_rules! attached {
         ($t:ty, $p:ident => $attach:expr) => {{
             let $p: &mut $t = typed(prog, program, ty)?;
-            let id = $attach.map_err(|e| attach_failed(&e, reason(&e)))?;
-            Box::new($p.take_link(id).map_err(|e| fail(reason(&e)))?)
+            let id = $attach.map_err(|e| attach_failed(e, None))?;
+            Box::new($p.take_link(id).map_err(|e| fail(e, None))?)
         }};
     }
     let link: Link = match ty {
         ProgType::Kprobe | ProgType::Kretprobe => {
             let p: &mut KProbe = typed(prog, program, ty)?;
-            let id = p.attach(target, 0).map_err(|e| attach_failed(&e, kprobe_reason(&e)))?;
-            Box::new(p.take_link(id).map_err(|e| fail(reason(&e)))?)
+            let id = p.attach(target, 0).map_err(|e| {
+                let r = kprobe_reason(&e);
+                attach_failed(e, Some(r))
+            })?;
+            Box::new(p.take_link(id).map_err(|e| fail(e, None))?)
         }
         ProgType::Fentry => attached!(FEntry, p => p.attach()),
         ProgType::Fexit => attached!(FExit, p => p.attach()),
@@ -89,10 +93,8 @@ pub fn attach(
 /// fexit and LSM programs are bound to `target` at load, and need `btf`.
 pub fn load(prog: &mut Program, btf: Option<&Btf>, program: &str, ty: ProgType, target: &str) -> Result<()> {
     let need_btf = || {
-        btf.ok_or_else(|| Error::Attach {
-            probe: target.to_owned(),
-            mechanism: ty.name(),
-            reason: "needs the kernel's BTF (/sys/kernel/btf/vmlinux), which is missing".into(),
+        btf.ok_or_else(|| {
+            Error::attach(target, ty.name(), "needs the kernel's BTF (/sys/kernel/btf/vmlinux), which is missing")
         })
     };
     let r = match ty {
@@ -111,10 +113,7 @@ fn typed<'a, T>(prog: &'a mut Program, program: &str, ty: ProgType) -> Result<&'
 where
     &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
 {
-    prog.try_into().map_err(|e: ProgramError| Error::Load {
-        program: program.to_owned(),
-        reason: format!("is not a {} program: {e}", ty.name()),
-    })
+    prog.try_into().map_err(|e: ProgramError| Error::load(program, format!("is not a {} program: {e}", ty.name())))
 }
 
 /// `category:name` (or `category/name`) of a tracepoint; tracefs must exist.
@@ -126,11 +125,11 @@ pub fn split_tracepoint(target: &str) -> Result<(&str, &str)> {
     })?;
     let root = tracefs::ensure_mounted()?;
     if !root.join("events").join(c).join(n).is_dir() {
-        return Err(Error::Attach {
-            probe: target.to_owned(),
-            mechanism: "tracepoint",
-            reason: format!("no such tracepoint on this kernel (nothing at {}/events/{c}/{n})", root.display()),
-        });
+        return Err(Error::attach(
+            target,
+            "tracepoint",
+            format!("no such tracepoint on this kernel (nothing at {}/events/{c}/{n})", root.display()),
+        ));
     }
     Ok((c, n))
 }
@@ -152,11 +151,8 @@ fn split_uprobe(target: &str) -> Result<(std::path::PathBuf, UprobeAt<'_>)> {
     if bin.is_empty() || loc.is_empty() {
         return Err(bad("empty binary or symbol"));
     }
-    let path = resolve_binary(bin).ok_or_else(|| Error::Attach {
-        probe: target.to_owned(),
-        mechanism: "uprobe",
-        reason: format!("binary {bin:?} not found"),
-    })?;
+    let path =
+        resolve_binary(bin).ok_or_else(|| Error::attach(target, "uprobe", format!("binary {bin:?} not found")))?;
     let at = match loc.strip_prefix("0x") {
         Some(hex) => UprobeAt::Offset(u64::from_str_radix(hex, 16).map_err(|_| bad("bad hex offset"))?),
         None => UprobeAt::Symbol(loc),
@@ -206,24 +202,9 @@ fn denied(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
-/// An error and its sources in one line.
-pub fn reason(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let s_msg = s.to_string();
-        if !msg.contains(&s_msg) {
-            msg.push_str(": ");
-            msg.push_str(&s_msg);
-        }
-        src = s.source();
-    }
-    msg
-}
-
 /// Kprobe attach errors, with the usual cause spelled out.
 fn kprobe_reason(e: &ProgramError) -> String {
-    let r = reason(e);
+    let r = chain(e);
     if r.contains("No such file or directory") {
         format!("{r} (no such kernel function, or the kernel has no kprobe support: CONFIG_KPROBES)")
     } else {
@@ -245,7 +226,7 @@ pub fn program_error(program: &str, e: ProgramError) -> Error {
         } else {
             format!("{io_error}; verifier log ends: {}", tail.into_iter().rev().collect::<Vec<_>>().join(" | "))
         };
-        return Error::Load { program: program.to_owned(), reason };
+        return Error::Load { program: program.to_owned(), reason, source: Some(Box::new(e)) };
     }
-    Error::Load { program: program.to_owned(), reason: reason(&e) }
+    Error::load_from(program, e)
 }

@@ -102,7 +102,7 @@ impl<L> Attacher<L> {
         if let Some(e) = denied {
             return Err(e);
         }
-        Err(Error::Attach { probe: probe.name.to_owned(), mechanism: "any mechanism", reason: skipped.join("; ") })
+        Err(Error::attach(probe.name, "any mechanism", skipped.join("; ")))
     }
 
     /// Attaches every program of a plan, or none of them.
@@ -208,9 +208,7 @@ mod tests {
             if let Some(e) = self.failing.get(program) {
                 return Err(match e {
                     Error::Privilege { .. } => Error::Privilege { what: "attaching".into(), needed: "CAP_BPF" },
-                    _ => {
-                        Error::Attach { probe: target.into(), mechanism: ty.name(), reason: "no such function".into() }
-                    }
+                    _ => Error::attach(target, ty.name(), "no such function"),
                 });
             }
             self.alive.borrow_mut().push((program, target));
@@ -223,7 +221,7 @@ mod tests {
     }
 
     fn attach_error() -> Error {
-        Error::Attach { probe: String::new(), mechanism: "", reason: String::new() }
+        Error::attach("", "", "")
     }
 
     #[test]

@@ -165,7 +165,7 @@ pub struct FilterMaps {
 }
 
 fn map_err(name: &str) -> impl Fn(aya::maps::MapError) -> Error + '_ {
-    move |e| Error::Load { program: name.to_owned(), reason: e.to_string() }
+    move |e| Error::load_from(name, e)
 }
 
 impl FilterMaps {
@@ -174,10 +174,7 @@ impl FilterMaps {
             ebpf: &mut aya::Ebpf,
             name: &str,
         ) -> Result<T> {
-            let map = ebpf.take_map(name).ok_or_else(|| Error::Load {
-                program: name.to_owned(),
-                reason: "map missing from the BPF object".into(),
-            })?;
+            let map = ebpf.take_map(name).ok_or_else(|| Error::load(name, "map missing from the BPF object"))?;
             T::try_from(map).map_err(map_err(name))
         }
         let mut maps = Self {

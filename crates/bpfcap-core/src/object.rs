@@ -91,9 +91,7 @@ impl Object {
     }
 
     pub fn take_map(&mut self, name: &str) -> Result<aya::maps::Map> {
-        self.ebpf
-            .take_map(name)
-            .ok_or_else(|| Error::Load { program: name.into(), reason: "map missing from the BPF object".into() })
+        self.ebpf.take_map(name).ok_or_else(|| Error::load(name, "map missing from the BPF object"))
     }
 
     pub fn is_loaded(&self, program: &str) -> bool {
@@ -150,7 +148,7 @@ impl Object {
             let btf = self.btf.get();
             let loaded = match self.ebpf.program_mut(test.program) {
                 Some(prog) => attach::load(prog, btf, test.program, test.ty, test.target),
-                None => Err(Error::Load { program: test.program.into(), reason: "not in the BPF object".into() }),
+                None => Err(Error::load(test.program, "not in the BPF object")),
             };
             match loaded {
                 Ok(()) => {
@@ -189,7 +187,7 @@ impl fallback::Kernel for Object {
 }
 
 pub(crate) fn map_error(name: &str, e: aya::maps::MapError) -> Error {
-    Error::Load { program: name.into(), reason: e.to_string() }
+    Error::load_from(name, e)
 }
 
 fn is_eperm(e: &io::Error) -> bool {
@@ -202,6 +200,6 @@ fn load_error(what: &str, e: EbpfError) -> Error {
             Error::Privilege { what: "creating BPF maps".into(), needed: "CAP_BPF" }
         }
         EbpfError::ProgramError(pe) => attach::program_error(what, pe),
-        other => Error::Load { program: what.into(), reason: attach::reason(&other) },
+        other => Error::load_from(what, other),
     }
 }

@@ -103,30 +103,27 @@ impl UserProbe {
             ProgType::Kprobe | ProgType::Uprobe => {
                 let known = btf.and_then(|b| b.func_nargs(&spec.target));
                 if spec.ty == ProgType::Kprobe && btf.is_some() && known.is_none() {
-                    return Err(Error::Attach {
-                        probe: spec.target.clone(),
-                        mechanism: "kprobe",
-                        reason: "no such kernel function (not in /sys/kernel/btf/vmlinux)".into(),
-                    });
+                    return Err(Error::attach(
+                        &spec.target,
+                        "kprobe",
+                        "no such kernel function (not in /sys/kernel/btf/vmlinux)",
+                    ));
                 }
                 settings.nargs = known.unwrap_or(6).min(6);
             }
             ProgType::RawTracepoint => {
-                settings.nargs =
-                    btf.and_then(|b| b.raw_tracepoint_nargs(&spec.target)).ok_or_else(|| Error::Attach {
-                        probe: spec.target.clone(),
-                        mechanism: "raw_tracepoint",
-                        reason: "no such raw tracepoint (no btf_trace_<name> in the kernel's BTF)".into(),
-                    })?;
+                settings.nargs = btf.and_then(|b| b.raw_tracepoint_nargs(&spec.target)).ok_or_else(|| {
+                    Error::attach(
+                        &spec.target,
+                        "raw_tracepoint",
+                        "no such raw tracepoint (no btf_trace_<name> in the kernel's BTF)",
+                    )
+                })?;
             }
             ProgType::Lsm => {
                 settings.nargs =
                     btf.and_then(|b| b.func_nargs(&format!("bpf_lsm_{}", spec.target))).ok_or_else(|| {
-                        Error::Attach {
-                            probe: spec.target.clone(),
-                            mechanism: "lsm",
-                            reason: "no such LSM hook (no bpf_lsm_<hook> in the kernel's BTF)".into(),
-                        }
+                        Error::attach(&spec.target, "lsm", "no such LSM hook (no bpf_lsm_<hook> in the kernel's BTF)")
                     })?;
             }
             ProgType::Tracepoint => {
@@ -159,12 +156,10 @@ impl UserProbe {
         for m in UNUSED_IN_USER_INSTANCES {
             loader.map_max_entries(m, 1);
         }
-        let mut ebpf =
-            loader.load(object).map_err(|e| Error::Load { program: program.into(), reason: attach::reason(&e) })?;
+        let mut ebpf = loader.load(object).map_err(|e| Error::load_from(program, e))?;
         let link = attach::attach(&mut ebpf, aya_btf, program, spec.ty, &spec.target, false)?;
         let ring = ebpf.take_map("BPFCAP_EVENTS").ok_or_else(|| missing_map("BPFCAP_EVENTS"))?;
-        let ring =
-            RingBuf::try_from(ring).map_err(|e| Error::Load { program: program.into(), reason: e.to_string() })?;
+        let ring = RingBuf::try_from(ring).map_err(|e| Error::load_from(program, e))?;
         let lost = ebpf.take_map("BPFCAP_LOST").and_then(|m| PerCpuArray::try_from(m).ok());
         Ok(Self {
             id,
@@ -204,7 +199,7 @@ impl UserProbe {
         let mut ebpf = Ebpf::load(&data).map_err(|e| Error::Config {
             field: "object",
             value: path.into(),
-            allowed: format!("a BPF ELF object that aya can load: {}", attach::reason(&e)),
+            allowed: format!("a BPF ELF object that aya can load: {}", crate::error::chain(&e)),
         })?;
         if ebpf.program(program).is_none() {
             let known: Vec<&str> = ebpf.programs().map(|(n, _)| n).collect();
@@ -252,7 +247,7 @@ impl UserProbe {
 }
 
 fn missing_map(name: &str) -> Error {
-    Error::Load { program: name.into(), reason: "map missing from the BPF object".into() }
+    Error::load(name, "map missing from the BPF object")
 }
 
 /// A field's value from a tracepoint record's bytes.
