@@ -517,7 +517,7 @@ pub fn track_free(tgid: u32) {
 }
 
 #[inline(always)]
-fn bump(counter: &Array<u64>) {
+pub fn bump(counter: &Array<u64>) {
     if let Some(c) = counter.get_ptr_mut(0) {
         unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(c, 1) };
     }

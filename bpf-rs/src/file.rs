@@ -113,7 +113,7 @@ pub fn bpfcap_open_fe(ctx: FEntryContext) -> u32 {
     0
 }
 
-/// `syscalls:sys_exit_open{,at,at2}`: the new fd's file gives path and flags.
+/// `syscalls:sys_exit_open{,at,at2}`, `sys_exit_creat`: the new fd's file gives path and flags.
 #[tracepoint]
 pub fn bpfcap_open_tp(ctx: TracePointContext) -> u32 {
     if !admit(kind::FILE_OPEN) {

@@ -1,10 +1,15 @@
 //! File records: building the path of a dentry by walking up to the root,
 //! across mount points. Userspace reverses the components.
 
-use aya_ebpf::{helpers::generated as h, macros::map, maps::PerCpuArray};
-use bpfcap_common::{flag, FileRecord, NAME_CAP, PATH_MAX_BYTES, PATH_MAX_DEPTH};
+use aya_ebpf::{
+    helpers::generated as h,
+    macros::{map, tracepoint},
+    maps::{Array, PerCpuArray},
+    programs::TracePointContext,
+};
+use bpfcap_common::{flag, FileRecord, NAME_CAP, PATH_MAX_BYTES, PATH_MAX_DEPTH, PSEUDO_HEAD};
 
-use crate::common::{count_lost, fill_header, off, output, peek, ring_has_room, CACHE_TTL_NS};
+use crate::common::{bump, count_lost, fill_header, off, output, peek, ring_has_room, CACHE_TTL_NS};
 
 #[map(name = "BPFCAP_FILE_TMP")]
 static FILE_SCRATCH: PerCpuArray<FileRecord> = PerCpuArray::with_max_entries(1, 0);
@@ -134,15 +139,25 @@ pub fn fill_file_path(rec: &mut FileRecord, file: u64) {
         rec.hdr.flags |= flag::PATH_TRUNCATED;
         return;
     }
+    cached_path(rec, dentry, mnt);
+    if rec.path_depth == 0 && rec.hdr.flags & flag::PATH_TRUNCATED == 0 {
+        describe_pseudo(rec, file, dentry);
+    }
+}
+
+/// The path of (dentry, mount) from this CPU's cache, else walked (and cached).
+#[inline(always)]
+fn cached_path(rec: &mut FileRecord, dentry: u64, mnt: u64) {
     // (a one-entry per-CPU array is always there; one call site of fill_path
     // keeps the verifier from walking it twice)
     let Some(cache) = PATH_CACHE.get_ptr_mut(0) else { return };
     let cache = unsafe { &mut *cache };
     let now = rec.hdr.ts_ns;
+    let renames = RENAMES.get(0).map_or(0, |r| *r);
     let mut hit = CACHE_WAYS;
     for i in 0..CACHE_WAYS {
         let way = &cache.ways[i];
-        if way.dentry == dentry && way.mnt == mnt && now < way.expires {
+        if way.dentry == dentry && way.mnt == mnt && now < way.expires && way.renames == renames {
             hit = i;
             break;
         }
@@ -167,9 +182,43 @@ pub fn fill_file_path(rec: &mut FileRecord, file: u64) {
     way.dentry = dentry;
     way.mnt = mnt;
     way.expires = now + CACHE_TTL_NS;
+    way.renames = renames;
     way.len = len as u16;
     way.depth = rec.path_depth;
     way.flags = rec.hdr.flags & flag::PATH_TRUNCATED;
+}
+
+/// A file whose walk ends at once at its own root: the root directory, or
+/// a file with no place in the mount tree (a pipe, a socket, an anonymous
+/// inode). Userspace tells them apart by what this adds (`PSEUDO`): the
+/// inode number, its file system's magic, and the dentry's name.
+#[inline(always)]
+fn describe_pseudo(rec: &mut FileRecord, file: u64, dentry: u64) {
+    let inode = peek::<u64>(file, off!(file_inode));
+    let sb = peek::<u64>(inode, off!(inode_sb));
+    let head = [peek::<u64>(inode, off!(inode_ino)), peek::<u64>(sb, off!(sb_magic))];
+    unsafe { core::ptr::write_unaligned(rec.data.as_mut_ptr().cast::<[u64; 2]>(), head) };
+    let name = peek::<u64>(dentry + off!(dentry_name) as u64, off!(qstr_name));
+    let n = unsafe {
+        h::bpf_probe_read_kernel_str(rec.data.as_mut_ptr().add(PSEUDO_HEAD).cast(), NAME_CAP as u32, name as *const _)
+    };
+    rec.path_len = (PSEUDO_HEAD + if n > 0 { n as usize & (NAME_CAP * 2 - 1) } else { 0 }) as u16;
+    rec.hdr.flags |= flag::PSEUDO;
+}
+
+/// Renames and unlinks so far, by any process: a cached path is valid only
+/// while none happened since it was built, so a file is never reported
+/// under the name it had before it (or a directory above it) was renamed,
+/// nor under a deleted file's name whose dentry memory it reuses.
+#[map(name = "BPFCAP_RENAMES")]
+static RENAMES: Array<u64> = Array::with_max_entries(1, 0);
+
+/// At the exit of rename(2), renameat(2), renameat2(2), unlink(2),
+/// unlinkat(2), rmdir(2): the change is done, so what is cached is stale.
+#[tracepoint]
+pub fn bpfcap_renamed(_ctx: TracePointContext) -> u32 {
+    bump(&RENAMES);
+    0
 }
 
 /// Paths built last on this CPU, by (dentry, mount), replaced in turn: a file
@@ -190,6 +239,8 @@ struct CachedPath {
     dentry: u64,
     mnt: u64,
     expires: u64,
+    /// `RENAMES` when the path was built.
+    renames: u64,
     len: u16,
     depth: u16,
     flags: u16,

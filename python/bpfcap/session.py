@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 __all__ = ["Session", "Summary", "CommandNotFound"]
 
 PROCESS_TYPES = frozenset({EventType.PROCESS_EXEC, EventType.PROCESS_EXIT, EventType.PROCESS_FORK})
+# How file events name what is not a file (as /proc/PID/fd does): pipes, sockets, anonymous inodes.
+STREAM_PREFIXES = ("pipe:[", "socket:[", "anon_inode:")
 _MAY = {1: "exec", 2: "write", 4: "read", 8: "append", 16: "access", 32: "open", 64: "chdir"}
 
 
@@ -56,6 +58,7 @@ class Summary:
         self.duration_s: Optional[float] = None
         self._procs: dict[int, dict[str, Any]] = {}
         self._files: dict[str, dict[str, int]] = {}
+        self._streams: dict[str, dict[str, int]] = {}
         self._tcp: dict[tuple[str, str, int], dict[str, int]] = {}
         self._udp: dict[tuple[str, str, int], dict[str, int]] = {}
         self._exec_checks: dict[str, int] = {}
@@ -87,7 +90,9 @@ class Summary:
             p = self._proc(e.pid, e.ppid, e.ts_ns)
             p["exit_code"], p["signal"] = e.exit_code, e.signal
         elif t in (EventType.FILE_OPEN, EventType.FILE_READ, EventType.FILE_WRITE):
-            f = self._files.setdefault(e.path, {"opens": 0, "reads": 0, "read_bytes": 0, "writes": 0, "written_bytes": 0})
+            # Pipes, sockets and anonymous inodes are not files: they have a part of their own.
+            part = self._streams if e.path.startswith(STREAM_PREFIXES) else self._files
+            f = part.setdefault(e.path, {"opens": 0, "reads": 0, "read_bytes": 0, "writes": 0, "written_bytes": 0})
             if t == EventType.FILE_OPEN:
                 f["opens"] += 1
             elif t == EventType.FILE_READ:
@@ -133,6 +138,8 @@ class Summary:
             "duration_s": self.duration_s,
             "processes": roots,
             "files": [{"path": path, **f} for path, f in sorted(self._files.items())],
+            "streams": [{"path": path, **{k: n for k, n in f.items() if k != "opens"}}
+                        for path, f in sorted(self._streams.items())],
             "tcp": [{"family": fam, "daddr": a, "dport": port, **c} for (fam, a, port), c in sorted(self._tcp.items())],
             "udp": [{"family": fam, "daddr": a, "dport": port, **c} for (fam, a, port), c in sorted(self._udp.items())],
             "exec_checks": [{"filename": f, "count": n} for f, n in sorted(self._exec_checks.items())],
@@ -162,6 +169,10 @@ class Summary:
             out.append("files (opens, reads/bytes, writes/bytes):")
             out += [f"  {f['path']}  {f['opens']}, {f['reads']}/{f['read_bytes']}, {f['writes']}/{f['written_bytes']}"
                     for f in d["files"]]
+        if d["streams"]:
+            out.append("pipes and sockets (reads/bytes, writes/bytes):")
+            out += [f"  {f['path']}  {f['reads']}/{f['read_bytes']}, {f['writes']}/{f['written_bytes']}"
+                    for f in d["streams"]]
         if d["tcp"]:
             out.append("tcp (connects, closes):")
             out += [f"  {c['daddr']}:{c['dport']}  {c['connects']}, {c['closes']}" for c in d["tcp"]]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import glob
 import os
+import re
 import subprocess
 from typing import Any, Callable
 
@@ -69,3 +71,21 @@ def expected_mechanism(probe: str) -> str | None:
     disabled = set(os.environ.get("BPFCAP_DISABLE_MECHANISMS", "").split(","))
     usable = [m for m in PLANS[probe] if m in OFFERED and m not in disabled]
     return usable[0] if usable else None
+
+
+def strace_io(argv: list[str], log: str, calls: str = "read,write") -> tuple[subprocess.CompletedProcess[bytes], list[tuple[int, str, str, int]]]:
+    """Runs `argv` under `strace -f -y` (an independent tracer) and returns
+    what it saw of `calls`: (pid, call, path of the fd, return value) for
+    each call that returned, the path as strace names it (`pipe:[INODE]`).
+    (One log per process, `-ff`: no call is split by another's.)"""
+    proc = subprocess.run(["strace", "-ff", "-y", "-qq", "-e", f"trace={calls}", "-o", log, *argv],
+                          capture_output=True, timeout=60)
+    seen = []
+    for path in sorted(glob.glob(glob.escape(log) + ".*")):
+        pid = int(path.rsplit(".", 1)[1])
+        with open(path, errors="surrogateescape") as f:
+            for line in f:
+                m = re.match(r"(\w+)\(\d+<(.*?)>, .*\)\s+=\s+(-?\d+)", line)
+                if m:
+                    seen.append((pid, m[1], m[2], int(m[3])))
+    return proc, seen

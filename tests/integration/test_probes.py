@@ -18,7 +18,7 @@ import pytest
 
 from bpfcap import CaptureManager, EventType, PerformanceConfig
 
-from .helpers import PLANS, collect_until, expected_mechanism
+from .helpers import PLANS, collect_until, expected_mechanism, strace_io
 
 pytestmark = pytest.mark.anyio
 FAST = PerformanceConfig(ring_buffer_size=1 << 24, batch_size=256, poll_interval=0.01)
@@ -115,6 +115,34 @@ async def test_file_open_write_read_and_permission(token_file: Path) -> None:
             assert e.fd in (wfd, rfd)
         else:
             assert e.fd is None
+
+
+async def test_every_way_to_open_a_file_is_reported(tmp_path: Path, token: str) -> None:
+    # open(2), openat(2), creat(2) (GNU tar makes its archive with it); strace agrees.
+    d = tmp_path.resolve()
+    script = (
+        "import ctypes, os, sys\n"
+        "d, t = sys.argv[1], sys.argv[2]\n"
+        "libc = ctypes.CDLL(None, use_errno=True)\n"
+        "assert libc.creat(f'{d}/{t}-creat'.encode(), 0o600) >= 0\n"
+        "os.open(f'{d}/{t}-openat', os.O_CREAT | os.O_WRONLY, 0o600)\n"
+        "assert libc.syscall(2, f'{d}/{t}-open'.encode(), os.O_CREAT | os.O_WRONLY, 0o600) >= 0  # open(2)\n"
+    )
+    log = str(tmp_path / "strace.log")
+    traced: list[Any] = []
+
+    def act() -> None:
+        traced.append(strace_io(["python3", "-c", script, str(d), token], log, calls="open,openat,creat"))
+
+    names = [f"{d}/{token}-{how}" for how in ("creat", "openat", "open")]
+    events, _, _ = await capture(
+        [EventType.FILE_OPEN], act, lambda seen: {e.path for e in seen} >= set(names))
+    proc, _ = traced[0]
+    assert proc.returncode == 0, proc.stderr
+    strace_calls = [line.split("(")[0] for p in sorted(tmp_path.glob("strace.log.*")) for line in p.read_text().splitlines()
+                    if token in line]
+    assert strace_calls == ["creat", "openat", "open"]
+    assert [e.path for e in events if token in (e.path or "")] == names
 
 
 async def test_files_used_in_turn_each_get_their_own_path(tmp_path: Path, token: str) -> None:
@@ -214,6 +242,83 @@ async def test_a_read_that_waits_has_its_permission_check_reported_while_it_wait
     finally:
         os.close(rfd)
         os.close(wfd)
+
+
+async def test_pipe_io_is_named_and_counted_as_strace_sees_it(tmp_path: Path) -> None:
+    # A pipe is not a file at "/": its events name it as strace -y does, and
+    # carry the same bytes.
+    log = str(tmp_path / "strace.log")
+    traced: list[Any] = []
+
+    def act() -> None:
+        traced.append(strace_io(["sh", "-c", "seq 30000 | wc -l > /dev/null"], log))
+
+    def done(seen: list[Any]) -> bool:
+        if not traced:
+            return False
+        pipes = [path for _, _, path, ret in traced[0][1] if path.startswith("pipe:[") and ret >= 0]
+        return len([e for e in seen if e.path in pipes]) >= len(pipes)
+
+    events, _, mgr = await capture([EventType.FILE_READ, EventType.FILE_WRITE], act, done)
+    proc, calls = traced[0]
+    assert proc.returncode == 0, proc.stderr
+    pids = {pid for pid, *_ in calls}
+    want = sorted((pid, call, path, ret) for pid, call, path, ret in calls if path.startswith("pipe:[") and ret >= 0)
+    got = sorted((e.pid, "read" if e.type == EventType.FILE_READ else "write", e.path, e.bytes)
+                 for e in events if e.pid in pids and e.path in {w[2] for w in want})
+    assert want and got == want
+    assert not [e for e in events if e.pid in pids and e.path == "/"]
+    check_mechanism(mgr, "vfs_read")
+
+
+async def test_socket_io_is_named_by_the_socket_not_as_a_file() -> None:
+    receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    receiver.bind(("127.0.0.1", 0))
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.connect(receiver.getsockname())
+    name = f"socket:[{os.fstat(s.fileno()).st_ino}]"
+    try:
+        events, _, _ = await capture(
+            [EventType.FILE_WRITE], lambda: os.write(s.fileno(), b"0123456789"),
+            lambda seen: any(e.path == name for e in seen))
+    finally:
+        s.close()
+        receiver.close()
+    assert [(e.path, e.bytes) for e in mine(events, pid=os.getpid()) if e.path in (name, "/")] == [(name, 10)]
+
+
+async def test_a_renamed_file_or_directory_is_reported_by_its_new_name(tmp_path: Path, token: str) -> None:
+    # The programs cache paths for a moment; a rename (of the file, or of a
+    # directory above it) must not leave them naming it by its old name.
+    # strace -y, an independent tracer, names each fd's file.
+    d = tmp_path.resolve()
+    script = (
+        "import os, sys\n"
+        "d, t = sys.argv[1], sys.argv[2]\n"
+        "open(f'{d}/{t}.tmp', 'w').write('x' * 100)\n"
+        "os.rename(f'{d}/{t}.tmp', f'{d}/{t}.txt')\n"
+        "open(f'{d}/{t}.txt').read()\n"
+        "os.mkdir(f'{d}/{t}-a'); open(f'{d}/{t}-a/f', 'w').write('y' * 7)\n"
+        "os.rename(f'{d}/{t}-a', f'{d}/{t}-b')\n"
+        "open(f'{d}/{t}-b/f').read()\n"
+    )
+    log = str(tmp_path / "strace.log")
+    traced: list[Any] = []
+
+    def act() -> None:
+        traced.append(strace_io(["python3", "-c", script, str(d), token], log))
+
+    events, _, _ = await capture(
+        [EventType.FILE_READ, EventType.FILE_WRITE], act,
+        lambda seen: any(e.path == f"{d}/{token}-b/f" and e.type == EventType.FILE_READ and e.bytes for e in seen))
+    proc, calls = traced[0]
+    assert proc.returncode == 0, proc.stderr
+    want = [(call, path, ret) for _, call, path, ret in calls if token in path and ret > 0]
+    got = [("read" if e.type == EventType.FILE_READ else "write", e.path, e.bytes)
+           for e in events if token in (e.path or "") and e.bytes]
+    assert want == [("write", f"{d}/{token}.tmp", 100), ("read", f"{d}/{token}.txt", 100),
+                    ("write", f"{d}/{token}-a/f", 7), ("read", f"{d}/{token}-b/f", 7)]
+    assert got == want
 
 
 async def test_deep_paths_are_complete_and_long_ones_say_so(tmp_path: Path, token: str) -> None:

@@ -71,7 +71,15 @@ pub mod flag {
     /// `file_permission` check its syscall's entry made (mask in `flags`,
     /// made `checked_ns` before this record): one record instead of two.
     pub const CHECKED: u16 = 1 << 9;
+    /// The file's walk ended at once at a root: `FileRecord::data` holds
+    /// [`PSEUDO_HEAD`] bytes (inode number, file system magic, both u64)
+    /// and the dentry's name, for a pipe, socket or anonymous inode to be
+    /// told from the root directory.
+    pub const PSEUDO: u16 = 1 << 10;
 }
+
+/// Bytes before the name in the data of a `flag::PSEUDO` file record.
+pub const PSEUDO_HEAD: usize = 16;
 
 /// Common start of every record: the decoder checks `size` and dispatches on
 /// `kind` before it reads anything else.
@@ -279,6 +287,10 @@ kernel_offsets! {
     file_f_op => "file", "f_op";
     fops_poll => "file_operations", "poll";
     file_private => "file", "private_data";
+    file_inode => "file", "f_inode";
+    inode_sb => "inode", "i_sb";
+    inode_ino => "inode", "i_ino";
+    sb_magic => "super_block", "s_magic";
     path_mnt => "path", "mnt";
     path_dentry => "path", "dentry";
     dentry_parent => "dentry", "d_parent";

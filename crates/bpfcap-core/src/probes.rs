@@ -74,6 +74,25 @@ const fn plan(mechanism: &'static str, attach: &'static [Attach]) -> Plan {
 
 use ProgType::*;
 
+/// A plan's attachments, and the watch that every plan of a probe whose
+/// events name files needs: at each rename or unlink the programs' path
+/// cache is stale (see `bpfcap_renamed`). Optional, so a kernel without
+/// syscall tracepoints keeps the plan (its cached paths then live for
+/// `CACHE_TTL_NS` at most).
+macro_rules! with_rename_watch {
+    ($($at:expr),* $(,)?) => {
+        &[
+            $($at,)*
+            opt("bpfcap_renamed", Tracepoint, "syscalls:sys_exit_rename"),
+            opt("bpfcap_renamed", Tracepoint, "syscalls:sys_exit_renameat"),
+            opt("bpfcap_renamed", Tracepoint, "syscalls:sys_exit_renameat2"),
+            opt("bpfcap_renamed", Tracepoint, "syscalls:sys_exit_unlink"),
+            opt("bpfcap_renamed", Tracepoint, "syscalls:sys_exit_unlinkat"),
+            opt("bpfcap_renamed", Tracepoint, "syscalls:sys_exit_rmdir"),
+        ]
+    };
+}
+
 pub const PROBES: &[ProbeSpec] = &[
     ProbeSpec {
         name: "sched_process_exec",
@@ -133,14 +152,15 @@ pub const PROBES: &[ProbeSpec] = &[
         name: "vfs_open",
         kind: kind::FILE_OPEN,
         plans: &[
-            plan("kprobe", &[a("bpfcap_open_kp", Kprobe, "vfs_open")]),
-            plan("fentry", &[a("bpfcap_open_fe", Fentry, "vfs_open")]),
+            plan("kprobe", with_rename_watch![a("bpfcap_open_kp", Kprobe, "vfs_open")]),
+            plan("fentry", with_rename_watch![a("bpfcap_open_fe", Fentry, "vfs_open")]),
             plan(
                 "tracepoint",
-                &[
+                with_rename_watch![
                     a("bpfcap_open_tp", Tracepoint, "syscalls:sys_exit_openat"),
                     opt("bpfcap_open_tp", Tracepoint, "syscalls:sys_exit_openat2"),
                     opt("bpfcap_open_tp", Tracepoint, "syscalls:sys_exit_open"),
+                    opt("bpfcap_open_tp", Tracepoint, "syscalls:sys_exit_creat"),
                 ],
             ),
         ],
@@ -149,11 +169,14 @@ pub const PROBES: &[ProbeSpec] = &[
         name: "vfs_read",
         kind: kind::FILE_READ,
         plans: &[
-            plan("kprobe", &[a("bpfcap_rd_kp", Kprobe, "vfs_read"), a("bpfcap_rd_krp", Kretprobe, "vfs_read")]),
-            plan("fentry", &[a("bpfcap_rd_fx", Fexit, "vfs_read")]),
+            plan(
+                "kprobe",
+                with_rename_watch![a("bpfcap_rd_kp", Kprobe, "vfs_read"), a("bpfcap_rd_krp", Kretprobe, "vfs_read")],
+            ),
+            plan("fentry", with_rename_watch![a("bpfcap_rd_fx", Fexit, "vfs_read")]),
             plan(
                 "tracepoint",
-                &[
+                with_rename_watch![
                     a("bpfcap_rd_etp", Tracepoint, "syscalls:sys_enter_read"),
                     a("bpfcap_rd_xtp", Tracepoint, "syscalls:sys_exit_read"),
                 ],
@@ -164,11 +187,14 @@ pub const PROBES: &[ProbeSpec] = &[
         name: "vfs_write",
         kind: kind::FILE_WRITE,
         plans: &[
-            plan("kprobe", &[a("bpfcap_wr_kp", Kprobe, "vfs_write"), a("bpfcap_wr_krp", Kretprobe, "vfs_write")]),
-            plan("fentry", &[a("bpfcap_wr_fx", Fexit, "vfs_write")]),
+            plan(
+                "kprobe",
+                with_rename_watch![a("bpfcap_wr_kp", Kprobe, "vfs_write"), a("bpfcap_wr_krp", Kretprobe, "vfs_write")],
+            ),
+            plan("fentry", with_rename_watch![a("bpfcap_wr_fx", Fexit, "vfs_write")]),
             plan(
                 "tracepoint",
-                &[
+                with_rename_watch![
                     a("bpfcap_wr_etp", Tracepoint, "syscalls:sys_enter_write"),
                     a("bpfcap_wr_xtp", Tracepoint, "syscalls:sys_exit_write"),
                 ],
@@ -189,12 +215,12 @@ pub const PROBES: &[ProbeSpec] = &[
         name: "file_permission",
         kind: kind::FILE_PERMISSION,
         plans: &[
-            plan("lsm", &[a("bpfcap_perm_lsm", Lsm, "file_permission")]),
-            plan("fentry", &[a("bpfcap_perm_fe", Fentry, "security_file_permission")]),
-            plan("kprobe", &[a("bpfcap_perm_kp", Kprobe, "security_file_permission")]),
+            plan("lsm", with_rename_watch![a("bpfcap_perm_lsm", Lsm, "file_permission")]),
+            plan("fentry", with_rename_watch![a("bpfcap_perm_fe", Fentry, "security_file_permission")]),
+            plan("kprobe", with_rename_watch![a("bpfcap_perm_kp", Kprobe, "security_file_permission")]),
             plan(
                 "tracepoint",
-                &[
+                with_rename_watch![
                     a("bpfcap_rd_etp", Tracepoint, "syscalls:sys_enter_read"),
                     a("bpfcap_wr_etp", Tracepoint, "syscalls:sys_enter_write"),
                 ],

@@ -240,7 +240,7 @@ event_types! {
     }
     /// A file was read.
     FileRead = FILE_READ "file_read" {
-        /// absolute path, or its end when `path_truncated`
+        /// absolute path, or its end when `path_truncated`; `pipe:[INODE]`, `socket:[INODE]` or `anon_inode:[NAME]` for what is not a file
         path: String,
         /// the path was cut (deeper than 32 levels or longer than 2048 bytes)
         path_truncated: bool,
@@ -251,7 +251,7 @@ event_types! {
     }
     /// A file was written.
     FileWrite = FILE_WRITE "file_write" {
-        /// absolute path, or its end when `path_truncated`
+        /// absolute path, or its end when `path_truncated`; `pipe:[INODE]`, `socket:[INODE]` or `anon_inode:[NAME]` for what is not a file
         path: String,
         /// the path was cut (deeper than 32 levels or longer than 2048 bytes)
         path_truncated: bool,
@@ -267,7 +267,7 @@ event_types! {
     }
     /// The kernel checked access to an open file (LSM `file_permission`).
     FilePermission = FILE_PERMISSION "file_permission" {
-        /// absolute path, or its end when `path_truncated`
+        /// absolute path, or its end when `path_truncated`; `pipe:[INODE]`, `socket:[INODE]` or `anon_inode:[NAME]` for what is not a file
         path: String,
         /// the path was cut (deeper than 32 levels or longer than 2048 bytes)
         path_truncated: bool,
