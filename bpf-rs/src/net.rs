@@ -262,8 +262,12 @@ pub fn bpfcap_sendto(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// The most iovecs a sendmsg(2) takes.
+const UIO_MAXIOV: u64 = 1024;
+
 /// `syscalls:sys_enter_sendmsg(fd, msg, flags)`: destination from the user's
-/// msghdr; bytes are the sum of the first iovecs' lengths.
+/// msghdr; bytes are the sum of its iovecs' lengths (all of them: at most
+/// `UIO_MAXIOV`).
 #[tracepoint]
 pub fn bpfcap_sendmsg(ctx: TracePointContext) -> u32 {
     let sk = udp_sock_of_fd(syscall_arg(&ctx, 0) as i64);
@@ -275,7 +279,7 @@ pub fn bpfcap_sendmsg(ctx: TracePointContext) -> u32 {
     let user = |o: u64| unsafe { aya_ebpf::helpers::bpf_probe_read_user((msg + o) as *const u64) }.unwrap_or(0);
     let (name, iov, iovlen) = (user(0), user(16), user(24));
     let mut bytes: i64 = 0;
-    for i in 0..8u64 {
+    for i in 0..UIO_MAXIOV {
         if i >= iovlen {
             break;
         }

@@ -5,10 +5,10 @@
 use aya_ebpf::{
     helpers::generated as h,
     macros::{map, raw_tracepoint},
-    maps::PerCpuArray,
+    maps::{LruHashMap, PerCpuArray},
     programs::RawTracePointContext,
 };
-use bpfcap_common::{flag, kind, ExecRecord, ExitRecord, ForkRecord, ARGV_MAX, FILENAME_MAX};
+use bpfcap_common::{flag, kind, ExecRecord, ExitRecord, ForkRecord, ARGV_MAX, FILENAME_MAX, MAX_TRACKED};
 
 use crate::common::{admit, emit, fill_header, off, output, peek, read_kernel, track_exit, track_fork, track_free};
 
@@ -80,22 +80,36 @@ fn try_exec(ctx: &RawTracePointContext) -> Option<()> {
     Some(())
 }
 
+/// Processes whose exit was reported, by tgid: the `signal_struct` it was
+/// for (a reused tgid has another). Threads that exit at once can all find
+/// `signal->live` at 0 here (each decremented it before any got this far):
+/// the first to mark the process reports it. The leader's free unmarks it.
+#[map(name = "BPFCAP_EXITED")]
+static EXITED: LruHashMap<u32, u64> = LruHashMap::with_max_entries(MAX_TRACKED, 0);
+
+const BPF_NOEXIST: u64 = 1;
+
 /// `sched_process_exit(struct task_struct *p[, bool group_dead])`: reported
 /// once per process, when its last thread exits (signal->live reached 0).
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn bpfcap_exit(ctx: RawTracePointContext) -> i32 {
     let task: u64 = ctx.arg(0);
     let signal = peek::<u64>(task, off!(task_signal));
+    let pid_tgid = unsafe { h::bpf_get_current_pid_tgid() };
+    let tgid = (pid_tgid >> 32) as u32;
     if let Some(live) = read_kernel::<i32>(signal, off!(signal_live)) {
         if live != 0 {
             return 0; // another thread of this process is still running
         }
-    } else {
-        // Without the offsets, fall back to "the thread-group leader exited".
-        let pid_tgid = unsafe { h::bpf_get_current_pid_tgid() };
-        if pid_tgid >> 32 != pid_tgid & 0xffff_ffff {
-            return 0;
+        if EXITED.insert(&tgid, &signal, BPF_NOEXIST).is_err() {
+            if unsafe { EXITED.get(&tgid) }.is_some_and(|s| *s == signal) {
+                return 0; // another of its last threads reported it
+            }
+            let _ = EXITED.insert(&tgid, &signal, 0);
         }
+    } else if tgid != pid_tgid as u32 {
+        // Without the offsets, fall back to "the thread-group leader exited".
+        return 0;
     }
     if admit(kind::PROCESS_EXIT) {
         let exit_code = peek::<u32>(task, off!(task_exit_code));
@@ -104,7 +118,7 @@ pub fn bpfcap_exit(ctx: RawTracePointContext) -> i32 {
             rec._pad = 0;
         });
     }
-    track_exit((unsafe { h::bpf_get_current_pid_tgid() } >> 32) as u32);
+    track_exit(tgid);
     0
 }
 
@@ -117,6 +131,7 @@ pub fn bpfcap_free(ctx: RawTracePointContext) -> i32 {
     let tgid = peek::<u32>(task, off!(task_tgid));
     if pid == tgid && tgid != 0 {
         track_free(tgid);
+        let _ = EXITED.remove(&tgid);
     }
     0
 }

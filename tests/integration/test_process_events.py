@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import collections
 import os
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import anyio
 import pytest
@@ -47,6 +50,49 @@ async def test_exit_code_7_and_a_signal() -> None:
     assert (exits[killed.pid].signal, exits[killed.pid].exit_code) == (9, None)
     assert any(e.comm == "sh" and e.exit_code == 7 and e.signal is None for e in events)
     assert all(e.type == EventType.PROCESS_EXIT for e in events)
+
+
+EXIT_AT_ONCE = r"""
+#include <pthread.h>
+#include <unistd.h>
+static pthread_barrier_t bar;
+static void *wait_then_sleep(void *a) { pthread_barrier_wait(&bar); sleep(100); return a; }
+int main(void) {
+    pthread_t t;
+    pthread_barrier_init(&bar, 0, 9);
+    for (int i = 0; i < 8; i++) pthread_create(&t, 0, wait_then_sleep, 0);
+    pthread_barrier_wait(&bar);
+    _exit(3); /* exit_group: the nine threads exit at once */
+}
+"""
+
+
+async def test_a_process_whose_threads_exit_at_once_exits_once(tmp_path: Path) -> None:
+    # Its last threads can all find the process's live-thread count at 0
+    # (about one process in a hundred did exit twice).
+    src, exe = tmp_path / "exit_at_once.c", tmp_path / "exit_at_once"
+    src.write_text(EXIT_AT_ONCE)
+    subprocess.run(["gcc", "-O1", "-pthread", "-o", str(exe), str(src)], check=True)
+    n = 1000
+
+    def spawn() -> list[int]:
+        pids = []
+        for _ in range(n):
+            p = subprocess.Popen([str(exe)])
+            assert p.wait() == 3
+            pids.append(p.pid)
+        return pids
+
+    async with CaptureManager(FAST) as mgr, await mgr.subscribe([EventType.PROCESS_EXIT], max_batches=1 << 16) as sub:
+        pids = set(await anyio.to_thread.run_sync(spawn))
+        exits = await collect_until(sub, lambda seen: {e.pid for e in seen} >= pids, timeout=20)
+        with anyio.move_on_after(0.5):  # (a second exit would come right after the first)
+            async for e in sub:
+                exits.append(e)
+        assert mgr.stats().lost_in_kernel == 0
+    counts = collections.Counter(e.pid for e in exits if e.pid in pids)
+    assert {pid: c for pid, c in counts.items() if c != 1} == {}
+    assert {e.exit_code for e in exits if e.pid in pids} == {3}
 
 
 async def test_fork_child_pid_matches_the_child(token: str) -> None:
