@@ -333,6 +333,83 @@ pub fn bpfcap_wr_xtp(ctx: TracePointContext) -> u32 {
     0
 }
 
+// -- copies: copy_file_range, splice, sendfile (a read of one fd, a write of another) ---
+
+/// A copy's two fds, from its syscall's entry to its exit, per thread slot
+/// (as `INFLIGHT`, in a table of their own so a read inside never takes it).
+#[map(name = "BPFCAP_COPYING")]
+static COPYING: Array<Copying> = Array::with_max_entries(COPY_SLOTS, 0);
+
+const COPY_SLOTS: u32 = 1 << 14;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Copying {
+    /// Thread id + 1 (0: empty).
+    tid: u32,
+    /// Whether the read (bit 0) and the write (bit 1) are wanted.
+    wants: u32,
+    fd_in: i64,
+    fd_out: i64,
+}
+
+#[inline(always)]
+fn copy_enter(fd_in: u64, fd_out: u64) {
+    let wants = admit(kind::FILE_READ) as u32 | (admit(kind::FILE_WRITE) as u32) << 1;
+    if wants == 0 {
+        return;
+    }
+    let t = tid();
+    if let Some(slot) = COPYING.get_ptr_mut(t & (COPY_SLOTS - 1)) {
+        unsafe { *slot = Copying { tid: t + 1, wants, fd_in: fd_in as i64, fd_out: fd_out as i64 } };
+    }
+}
+
+/// `syscalls:sys_enter_copy_file_range(fd_in, off_in, fd_out, ...)`, `sys_enter_splice` (the same order).
+#[tracepoint]
+pub fn bpfcap_copy_etp(ctx: TracePointContext) -> u32 {
+    copy_enter(syscall_arg(&ctx, 0), syscall_arg(&ctx, 2));
+    0
+}
+
+/// `syscalls:sys_enter_sendfile64(out_fd, in_fd, offset, count)`.
+#[tracepoint]
+pub fn bpfcap_sendfile_etp(ctx: TracePointContext) -> u32 {
+    copy_enter(syscall_arg(&ctx, 1), syscall_arg(&ctx, 0));
+    0
+}
+
+/// The exit of any of the copies: the bytes copied were read from one file
+/// and written to the other (two events, the read first).
+#[tracepoint]
+pub fn bpfcap_copy_xtp(ctx: TracePointContext) -> u32 {
+    let t = tid();
+    let Some(slot) = COPYING.get_ptr_mut(t & (COPY_SLOTS - 1)) else { return 0 };
+    let slot = unsafe { &mut *slot };
+    if slot.tid != t + 1 {
+        return 0;
+    }
+    slot.tid = 0;
+    let c = *slot;
+    let ret = syscall_arg(&ctx, 0) as i64;
+    if ret < 0 {
+        return 0;
+    }
+    if c.wants & 1 != 0 {
+        let file = file_of_fd(c.fd_in);
+        if file != 0 {
+            emit_file(kind::FILE_READ, file, c.fd_in, None, Some(ret));
+        }
+    }
+    if c.wants & 2 != 0 {
+        let file = file_of_fd(c.fd_out);
+        if file != 0 {
+            emit_file(kind::FILE_WRITE, file, c.fd_out, None, Some(ret));
+        }
+    }
+    0
+}
+
 // -- exec_check: LSM bprm_check_security(struct linux_binprm *bprm) ---------------------
 
 #[inline(always)]

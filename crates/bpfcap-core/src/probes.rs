@@ -79,6 +79,23 @@ use ProgType::*;
 /// cache is stale (see `bpfcap_renamed`). Optional, so a kernel without
 /// syscall tracepoints keeps the plan (its cached paths then live for
 /// `CACHE_TTL_NS` at most).
+/// The copies (copy_file_range, splice, sendfile: a read and a write in one
+/// syscall), seen through their syscalls on every mechanism (vfs_read and
+/// vfs_write do not see them); with the rename watch.
+macro_rules! with_copies {
+    ($($at:expr),* $(,)?) => {
+        with_rename_watch![
+            $($at,)*
+            opt("bpfcap_copy_etp", Tracepoint, "syscalls:sys_enter_copy_file_range"),
+            opt("bpfcap_copy_xtp", Tracepoint, "syscalls:sys_exit_copy_file_range"),
+            opt("bpfcap_copy_etp", Tracepoint, "syscalls:sys_enter_splice"),
+            opt("bpfcap_copy_xtp", Tracepoint, "syscalls:sys_exit_splice"),
+            opt("bpfcap_sendfile_etp", Tracepoint, "syscalls:sys_enter_sendfile64"),
+            opt("bpfcap_copy_xtp", Tracepoint, "syscalls:sys_exit_sendfile64"),
+        ]
+    };
+}
+
 macro_rules! with_rename_watch {
     ($($at:expr),* $(,)?) => {
         &[
@@ -171,12 +188,12 @@ pub const PROBES: &[ProbeSpec] = &[
         plans: &[
             plan(
                 "kprobe",
-                with_rename_watch![a("bpfcap_rd_kp", Kprobe, "vfs_read"), a("bpfcap_rd_krp", Kretprobe, "vfs_read")],
+                with_copies![a("bpfcap_rd_kp", Kprobe, "vfs_read"), a("bpfcap_rd_krp", Kretprobe, "vfs_read")],
             ),
-            plan("fentry", with_rename_watch![a("bpfcap_rd_fx", Fexit, "vfs_read")]),
+            plan("fentry", with_copies![a("bpfcap_rd_fx", Fexit, "vfs_read")]),
             plan(
                 "tracepoint",
-                with_rename_watch![
+                with_copies![
                     a("bpfcap_rd_etp", Tracepoint, "syscalls:sys_enter_read"),
                     a("bpfcap_rd_xtp", Tracepoint, "syscalls:sys_exit_read"),
                     opt("bpfcap_rd_etp", Tracepoint, "syscalls:sys_enter_pread64"),
@@ -197,12 +214,12 @@ pub const PROBES: &[ProbeSpec] = &[
         plans: &[
             plan(
                 "kprobe",
-                with_rename_watch![a("bpfcap_wr_kp", Kprobe, "vfs_write"), a("bpfcap_wr_krp", Kretprobe, "vfs_write")],
+                with_copies![a("bpfcap_wr_kp", Kprobe, "vfs_write"), a("bpfcap_wr_krp", Kretprobe, "vfs_write")],
             ),
-            plan("fentry", with_rename_watch![a("bpfcap_wr_fx", Fexit, "vfs_write")]),
+            plan("fentry", with_copies![a("bpfcap_wr_fx", Fexit, "vfs_write")]),
             plan(
                 "tracepoint",
-                with_rename_watch![
+                with_copies![
                     a("bpfcap_wr_etp", Tracepoint, "syscalls:sys_enter_write"),
                     a("bpfcap_wr_xtp", Tracepoint, "syscalls:sys_exit_write"),
                     opt("bpfcap_wr_etp", Tracepoint, "syscalls:sys_enter_pwrite64"),
