@@ -49,6 +49,10 @@ fn from_sock(rec: &mut NetRecord, sk: u64) -> bool {
 
 #[inline(always)]
 fn emit_sock(kind: u16, sk: u64) {
+    // A listening socket's close ends no connection: not a `tcp_close`.
+    if kind == kind::TCP_CLOSE && peek::<u8>(sk, off!(sk_state)) == TCP_LISTEN as u8 {
+        return;
+    }
     if !admit(kind) {
         return;
     }
@@ -92,8 +96,8 @@ static CONNECTING: HashMap<u64, NetRecord> = HashMap::with_max_entries(8192, 0);
 /// `sock:inet_sock_set_state`. A connect is CLOSE -> SYN_SENT, sent once the
 /// socket leaves SYN_SENT (its source port known by then) with the connecting
 /// task's header. A close by the process is ESTABLISHED -> FIN_WAIT1,
-/// CLOSE_WAIT -> LAST_ACK, or an abort to CLOSE from SYN_SENT, LISTEN,
-/// ESTABLISHED or CLOSE_WAIT. Later transitions in softirq context
+/// CLOSE_WAIT -> LAST_ACK, or an abort to CLOSE from SYN_SENT, ESTABLISHED
+/// or CLOSE_WAIT (LISTEN -> CLOSE ends no connection). Later transitions in softirq context
 /// (TIME_WAIT -> CLOSE, ...) are not reported: they belong to no process.
 #[tracepoint]
 pub fn bpfcap_sockst(ctx: TracePointContext) -> u32 {
@@ -126,7 +130,7 @@ pub fn bpfcap_sockst(ctx: TracePointContext) -> u32 {
             return 0;
         }
         (TCP_ESTABLISHED, TCP_FIN_WAIT1) | (TCP_CLOSE_WAIT, TCP_LAST_ACK) => kind::TCP_CLOSE,
-        (TCP_SYN_SENT | TCP_LISTEN | TCP_ESTABLISHED | TCP_CLOSE_WAIT, TCP_CLOSE) => kind::TCP_CLOSE,
+        (TCP_SYN_SENT | TCP_ESTABLISHED | TCP_CLOSE_WAIT, TCP_CLOSE) => kind::TCP_CLOSE,
         _ => return 0,
     };
     if !admit(kind) {

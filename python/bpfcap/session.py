@@ -140,7 +140,9 @@ class Summary:
             "files": [{"path": path, **f} for path, f in sorted(self._files.items())],
             "streams": [{"path": path, **{k: n for k, n in f.items() if k != "opens"}}
                         for path, f in sorted(self._streams.items())],
-            "tcp": [{"family": fam, "daddr": a, "dport": port, **c} for (fam, a, port), c in sorted(self._tcp.items())],
+            # (destinations this run connected to: a server's side of a connection is no destination)
+            "tcp": [{"family": fam, "daddr": a, "dport": port, **c} for (fam, a, port), c in sorted(self._tcp.items())
+                    if c["connects"]],
             "udp": [{"family": fam, "daddr": a, "dport": port, **c} for (fam, a, port), c in sorted(self._udp.items())],
             "exec_checks": [{"filename": f, "count": n} for f, n in sorted(self._exec_checks.items())],
             "file_permissions": [{"path": p, "mask": m, "access": _access(m), "count": n}

@@ -310,6 +310,7 @@ kernel_offsets! {
     sk_v6_daddr => "sock", "__sk_common.skc_v6_daddr";
     sk_v6_rcv_saddr => "sock", "__sk_common.skc_v6_rcv_saddr";
     sk_protocol => "sock", "sk_protocol";
+    sk_state => "sock", "__sk_common.skc_state";
     sk_type => "sock", "sk_type";
     msghdr_name => "msghdr", "msg_name";
     nsproxy_net_ns => "nsproxy", "net_ns";
