@@ -144,7 +144,8 @@ async def test_every_way_to_open_a_file_is_reported(tmp_path: Path, token: str) 
     strace_calls = [line.split("(")[0] for p in sorted(tmp_path.glob("strace.log.*")) for line in p.read_text().splitlines()
                     if token in line]
     assert strace_calls == ["creat", "openat", "open"]
-    assert [e.path for e in events if token in (e.path or "")] == names
+    # (kprobe and fentry on overlayfs also see the backing file's open, by its own path: issue 14)
+    assert [e.path for e in events if e.path in names] == names
 
 
 async def test_every_read_and_write_variant_is_reported_with_its_bytes(tmp_path: Path, token: str) -> None:
@@ -159,6 +160,7 @@ async def test_every_read_and_write_variant_is_reported_with_its_bytes(tmp_path:
         "os.pwritev(fd, [b'e' * 6], 200, os.RWF_DSYNC)\n"
         "os.pread(fd, 13, 0); os.lseek(fd, 0, 0); os.readv(fd, [bytearray(2), bytearray(9)])\n"
         "os.preadv(fd, [bytearray(17)], 1); os.preadv(fd, [bytearray(19)], 2, os.RWF_HIPRI)\n"
+        "open(f'{d}/{t}.end', 'w').write('.')\n"  # (seen by every mechanism: the end)
     )
     calls = "pread64,pwrite64,readv,writev,preadv,pwritev,preadv2,pwritev2"
     log = str(tmp_path / "strace.log")
@@ -170,7 +172,7 @@ async def test_every_read_and_write_variant_is_reported_with_its_bytes(tmp_path:
     name = f"{d}/{token}.db"
     events, _, mgr = await capture(
         [EventType.FILE_READ, EventType.FILE_WRITE], act,
-        lambda seen: bool(traced) and len([e for e in seen if e.path == name]) >= 8)
+        lambda seen: any(e.path == f"{d}/{token}.end" and e.type == EventType.FILE_WRITE for e in seen))
     proc, calls_seen = traced[0]
     assert proc.returncode == 0, proc.stderr
     seen_by_strace = [c for c in calls_seen if c[2] == name]
@@ -208,7 +210,11 @@ async def test_a_copy_is_a_read_of_one_file_and_a_write_of_the_other(tmp_path: P
         traced.append(strace_io(["cp", f"{d}/{token}.src", f"{d}/{token}.cp"], log + "-cp", calls=calls))
         traced.append(strace_io(["python3", "-c", script, str(d), token], log, calls=calls))
 
+    cache: list[list[tuple[str, str, int]]] = []
+
     def expected() -> list[tuple[str, str, int]]:
+        if cache:
+            return cache[0]
         want = []
         for p in sorted(tmp_path.glob("strace.log*.*")):
             for line in p.read_text().splitlines():
@@ -217,7 +223,8 @@ async def test_a_copy_is_a_read_of_one_file_and_a_write_of_the_other(tmp_path: P
                     fds = re.findall(r"\d+<([^>]*)>", m[2])
                     src, dst = (fds[1], fds[0]) if m[1] == "sendfile" else (fds[0], fds[1])
                     want += [("read", src, int(m[3])), ("write", dst, int(m[3]))]
-        return sorted(want)
+        cache.append(sorted(want))
+        return cache[0]
 
     def io(events: list[Any], paths: set[str]) -> list[tuple[str, str, int]]:
         return sorted(("read" if e.type == EventType.FILE_READ else "write", e.path, e.bytes)
@@ -348,7 +355,8 @@ async def test_pipe_io_is_named_and_counted_as_strace_sees_it(tmp_path: Path) ->
         if not traced:
             return False
         pipes = [path for _, _, path, ret in traced[0][1] if path.startswith("pipe:[") and ret >= 0]
-        return len([e for e in seen if e.path in pipes]) >= len(pipes)
+        names = set(pipes)
+        return len([e for e in seen if e.path in names]) >= len(pipes)
 
     events, _, mgr = await capture([EventType.FILE_READ, EventType.FILE_WRITE], act, done)
     proc, calls = traced[0]
