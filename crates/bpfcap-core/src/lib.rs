@@ -22,6 +22,7 @@ pub mod object;
 pub mod offsets;
 pub mod probes;
 pub mod redact;
+pub mod release;
 pub mod rings;
 pub mod sys;
 pub mod text;
