@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -54,6 +55,23 @@ def bpf_stats() -> Iterator[None]:
         yield
     finally:
         path.write_text(before)
+
+
+def wait_for_released_links(timeout: float = 10.0) -> float:
+    """Waits until no earlier capture's links are still being released (a
+    stopped capture hands them to processes named `bpfcap-release`, and the
+    kernel releases tracepoints one at a time: a run started meanwhile waits
+    for them in its attach). Returns the seconds waited, for the table."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        names = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            with contextlib.suppress(OSError):
+                names.append(Path(f"/proc/{pid}/comm").read_text().strip())
+        if "bpfcap-release" not in names:
+            break
+        time.sleep(0.02)
+    return time.monotonic() - t0
 
 
 def prog_stats(names: set[str]) -> dict[str, tuple[int, int]]:

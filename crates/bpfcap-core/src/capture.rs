@@ -154,6 +154,7 @@ impl Capture {
     /// (maps created, no program loaded or attached yet).
     pub fn open(config: CaptureConfig, disabled: DisabledMechanisms) -> Result<Self> {
         config.validate()?;
+        release::wait_for_released();
         if let Some(needed) = sys::missing_tracing_caps(sys::effective_caps()) {
             return Err(Error::Privilege { what: "loading BPF programs".into(), needed });
         }
