@@ -127,6 +127,10 @@ impl<L> Attacher<L> {
                     self.links.insert(key, (1, link));
                     done.push(key);
                 }
+                // An optional attachment that cannot be made (the rename watch
+                // where perf events need CAP_SYS_ADMIN, as on Debian's kernels
+                // with perf_event_paranoid 3): the plan goes on without it.
+                Err(_) if at.optional => {}
                 Err(e) => {
                     for key in done {
                         self.release(key);
@@ -239,6 +243,19 @@ mod tests {
         // A refused type costs no attach: only fentry's and the tracepoints' were tried.
         assert_eq!(k.attaches, 1 + st.attachments.len());
         assert_eq!(k.alive.borrow().len(), st.attachments.len());
+    }
+
+    #[test]
+    fn a_plan_goes_on_without_an_optional_attachment_that_cannot_be_made() {
+        // fentry needs no perf event; the rename watch's tracepoints do (refused
+        // to CAP_BPF+CAP_PERFMON where perf_event_paranoid is 3).
+        let mut k = Fake::default();
+        k.refused.insert(ProgType::Kprobe, "no kprobes here".into());
+        k.failing.insert("bpfcap_renamed", Error::Privilege { what: String::new(), needed: "CAP_SYS_ADMIN" });
+        let mut a = Attacher::new(vec![]);
+        a.attach_probe(&mut k, probe("vfs_open")).unwrap();
+        assert_eq!(a.active[0].mechanism, "fentry");
+        assert_eq!(a.active[0].attachments, [("bpfcap_open_fe", "vfs_open")]);
     }
 
     #[test]

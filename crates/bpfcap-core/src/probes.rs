@@ -41,7 +41,9 @@ pub struct Attach {
     pub program: &'static str,
     pub ty: ProgType,
     pub target: &'static str,
-    /// A target that older kernels may lack (`openat2`): skipped when absent.
+    /// A target that older kernels may lack (`openat2`), or a companion of
+    /// the plan (the rename watch, the copies): skipped when absent or when
+    /// it cannot be attached.
     pub optional: bool,
 }
 
