@@ -3,28 +3,18 @@
 from __future__ import annotations
 
 import enum
-from typing import Iterable, Mapping, Union
+from typing import TYPE_CHECKING, Iterable, Mapping, Union
 
+from . import _native
 from .errors import UnknownProbeError
 
 __all__ = ["EventType", "parse_types"]
 
 
-class EventType(enum.IntEnum):
-    PROCESS_EXEC = 1
-    PROCESS_EXIT = 2
-    PROCESS_FORK = 3
-    TCP_CONNECT = 4
-    TCP_CLOSE = 5
-    UDP_SEND = 6
-    FILE_OPEN = 7
-    FILE_READ = 8
-    FILE_WRITE = 9
-    EXEC_CHECK = 10
-    FILE_PERMISSION = 11
-    PROBE = 12
-    LOSS = 0x100
-    """In-band notice that events were lost (kernel ring full, a slow subscriber)."""
+class _EventTypes(enum.IntEnum):
+    """The behaviour of `EventType`, whose members come from the core's table
+    of event types (`bpfcap-common/src/event_types.rs`); type checkers read
+    them from the generated `_EventType` of `_native.pyi`."""
 
     @property
     def json_name(self) -> str:
@@ -36,10 +26,20 @@ class EventType(enum.IntEnum):
     @classmethod
     def from_name(cls, name: str) -> EventType:
         try:
-            return cls[name.strip().upper()]
+            return cls[name.strip().upper()]  # type: ignore[return-value]
         except KeyError:
             allowed = ", ".join(t.json_name for t in cls)
             raise UnknownProbeError(f"unknown event type {name!r}; allowed: {allowed}") from None
+
+
+if TYPE_CHECKING:
+    from ._native import _EventType as EventType
+else:
+    EventType = _EventTypes(
+        "EventType", [(name.upper(), tid) for tid, name in _native.event_types()], module=__name__,
+        qualname="EventType",
+    )
+    EventType.__doc__ = "Event types by name; the ids are part of the public contract (`eventTypes` in filters)."
 
 
 TypeLike = Union[EventType, str, int]

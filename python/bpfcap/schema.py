@@ -1,7 +1,7 @@
 """The JSON shape of events and session summaries, documented in the README
 (the tests check both the README and real output against it). The built-in
 event types' keys come from their definitions in the core
-(`crates/bpfcap-core/src/types.rs`); the common keys, `probe`, `loss` and the
+(`crates/bpfcap-common/src/event_types.rs`); the common keys, `probe`, `loss` and the
 summary are defined here.
 
 Types: "int", "str", "bool", "list[str]", "list[int]", "dict", "list[dict]";
@@ -197,10 +197,59 @@ def update_readme(path: str) -> None:
     readme.write_text(f"{head}<!-- schema:begin{marker}-->\n{markdown()}\n<!-- schema:end -->{tail}")
 
 
+_PY_TYPE = {"str": "str", "int": "int", "bool": "bool", "list[str]": "list[str]"}
+
+
+def stub_blocks() -> dict[str, str]:
+    """The generated parts of `_native.pyi`: the event type enum, and one
+    getter per payload key (typed by the fields of that key)."""
+    members = [f"    {name.upper()} = {tid}" for tid, name in _native.event_types()]
+    enum_block = "\n".join([
+        "class _EventType(IntEnum):",
+        '    """Event types (`bpfcap.EventType`); the ids are part of the public contract."""',
+        *members,
+        "    @property",
+        "    def json_name(self) -> str: ...",
+        "    @classmethod",
+        "    def from_name(cls, name: str) -> _EventType: ...",
+    ])
+    keys: dict[str, str] = {}
+    for t in TYPES:
+        for key, kind, _, _ in t["fields"]:
+            base = kind.rstrip("?")
+            if keys.setdefault(key, base) != base:
+                raise ValueError(f"key {key!r} is {keys[key]} in one type and {base} in {t['name']}")
+    getters = "\n".join(f"    @property\n    def {k}(self) -> Optional[{_PY_TYPE[v]}]: ..." for k, v in keys.items())
+    return {"event types": enum_block, "payload getters": getters}
+
+
+def _replace_blocks(text: str, blocks: dict[str, str]) -> str:
+    for name, body in blocks.items():
+        begin, end = f"# <generated {name}: python -m bpfcap.schema --write>", f"# </generated {name}>"
+        head, rest = text.split(begin, 1)
+        indent = head[head.rfind("\n") + 1:]
+        _, tail = rest.split(end, 1)
+        text = f"{head}{begin}\n{body}\n{indent}{end}{tail}"
+    return text
+
+
+def update_stubs(path: str) -> None:
+    """Replaces the generated blocks of `_native.pyi`."""
+    import pathlib
+
+    stub = pathlib.Path(path)
+    stub.write_text(_replace_blocks(stub.read_text(), stub_blocks()))
+
+
 if __name__ == "__main__":
+    import pathlib
     import sys
 
-    if sys.argv[1:2] == ["--readme"]:
+    root = pathlib.Path(__file__).resolve().parents[2]
+    if sys.argv[1:2] == ["--write"]:
+        update_readme(str(root / "README.md"))
+        update_stubs(str(root / "python/bpfcap/_native.pyi"))
+    elif sys.argv[1:2] == ["--readme"]:
         update_readme(sys.argv[2] if len(sys.argv) > 2 else "README.md")
     else:
         print(markdown())

@@ -11,7 +11,13 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 def test_readme_documents_the_schema() -> None:
     readme = (ROOT / "README.md").read_text()
     section = readme.split("<!-- schema:begin", 1)[1].split("-->", 1)[1].split("<!-- schema:end -->", 1)[0]
-    assert section.strip() == schema.markdown().strip(), "run `python -m bpfcap.schema --readme README.md`"
+    assert section.strip() == schema.markdown().strip(), "run `python -m bpfcap.schema --write`"
+
+
+def test_native_stubs_have_the_generated_types_and_getters() -> None:
+    stub = ROOT / "python/bpfcap/_native.pyi"
+    text = stub.read_text()
+    assert schema._replace_blocks(text, schema.stub_blocks()) == text, "run `python -m bpfcap.schema --write`"
 
 
 def test_recorded_events_match_the_schema() -> None:

@@ -22,30 +22,8 @@ pub const MAX_TRACKED: u32 = 32768;
 /// Directory levels a path walk climbs at most.
 pub const PATH_MAX_DEPTH: u32 = 32;
 
-/// Event kinds. The numbers are part of the public contract (`EventType` in Python,
-/// `eventTypes` in filters): never renumber.
-pub mod kind {
-    pub const PROCESS_EXEC: u16 = 1;
-    pub const PROCESS_EXIT: u16 = 2;
-    pub const PROCESS_FORK: u16 = 3;
-    pub const TCP_CONNECT: u16 = 4;
-    pub const TCP_CLOSE: u16 = 5;
-    pub const UDP_SEND: u16 = 6;
-    pub const FILE_OPEN: u16 = 7;
-    pub const FILE_READ: u16 = 8;
-    pub const FILE_WRITE: u16 = 9;
-    pub const EXEC_CHECK: u16 = 10;
-    pub const FILE_PERMISSION: u16 = 11;
-    pub const PROBE: u16 = 12;
-    /// One more than the largest kind a record can have: the size of the
-    /// programs' per-kind arrays and filter bits.
-    pub const COUNT: u32 = 13;
-    /// Kinds from here up are made in userspace and never come in a record,
-    /// so a new kernel kind (below) never collides with them.
-    pub const USERSPACE: u16 = 0x100;
-    /// In-band loss notice (reader side: a full ring, a slow subscriber).
-    pub const LOSS: u16 = USERSPACE;
-}
+mod event_types;
+pub use event_types::kind;
 
 /// `Header::flags` bits.
 pub mod flag {

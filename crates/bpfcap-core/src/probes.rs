@@ -1,4 +1,5 @@
-//! The built-in probes of the spec and their attach plans, preferred first.
+//! The built-in probes of the spec and their attach plans, preferred first
+//! (each type's are in its entry of `bpfcap-common/src/event_types.rs`).
 //! The first plan whose every attachment loads and attaches wins.
 
 use bpfcap_common::kind;
@@ -112,165 +113,23 @@ macro_rules! with_rename_watch {
     };
 }
 
-pub const PROBES: &[ProbeSpec] = &[
-    ProbeSpec {
-        name: "sched_process_exec",
-        kind: kind::PROCESS_EXEC,
-        plans: &[plan("raw_tracepoint", &[a("bpfcap_exec", RawTracepoint, "sched_process_exec")])],
-    },
-    ProbeSpec {
-        name: "sched_process_exit",
-        kind: kind::PROCESS_EXIT,
-        plans: &[plan(
-            "raw_tracepoint",
-            &[
-                a("bpfcap_exit", RawTracepoint, "sched_process_exit"),
-                a("bpfcap_free", RawTracepoint, "sched_process_free"),
-            ],
-        )],
-    },
-    ProbeSpec {
-        name: "sched_process_fork",
-        kind: kind::PROCESS_FORK,
-        plans: &[plan("raw_tracepoint", &[a("bpfcap_fork", RawTracepoint, "sched_process_fork")])],
-    },
-    ProbeSpec {
-        name: "tcp_connect",
-        kind: kind::TCP_CONNECT,
-        plans: &[
-            plan("kprobe", &[a("bpfcap_tcpc_kp", Kprobe, "tcp_connect")]),
-            plan("fentry", &[a("bpfcap_tcpc_fe", Fentry, "tcp_connect")]),
-            plan("tracepoint", &[a("bpfcap_sockst", Tracepoint, "sock:inet_sock_set_state")]),
-        ],
-    },
-    ProbeSpec {
-        name: "tcp_close",
-        kind: kind::TCP_CLOSE,
-        plans: &[
-            plan("kprobe", &[a("bpfcap_tcpx_kp", Kprobe, "tcp_close")]),
-            plan("fentry", &[a("bpfcap_tcpx_fe", Fentry, "tcp_close")]),
-            plan("tracepoint", &[a("bpfcap_sockst", Tracepoint, "sock:inet_sock_set_state")]),
-        ],
-    },
-    ProbeSpec {
-        name: "udp_sendmsg",
-        kind: kind::UDP_SEND,
-        plans: &[
-            plan("kprobe", &[a("bpfcap_udp_kp", Kprobe, "udp_sendmsg"), a("bpfcap_udp_kp", Kprobe, "udpv6_sendmsg")]),
-            plan("fentry", &[a("bpfcap_udp_fe", Fentry, "udp_sendmsg"), a("bpfcap_udp6_fe", Fentry, "udpv6_sendmsg")]),
-            plan(
-                "tracepoint",
-                &[
-                    a("bpfcap_sendto", Tracepoint, "syscalls:sys_enter_sendto"),
-                    a("bpfcap_sendmsg", Tracepoint, "syscalls:sys_enter_sendmsg"),
-                ],
-            ),
-        ],
-    },
-    ProbeSpec {
-        name: "vfs_open",
-        kind: kind::FILE_OPEN,
-        plans: &[
-            plan("kprobe", with_rename_watch![a("bpfcap_open_kp", Kprobe, "vfs_open")]),
-            plan("fentry", with_rename_watch![a("bpfcap_open_fe", Fentry, "vfs_open")]),
-            plan(
-                "tracepoint",
-                with_rename_watch![
-                    a("bpfcap_open_tp", Tracepoint, "syscalls:sys_exit_openat"),
-                    opt("bpfcap_open_tp", Tracepoint, "syscalls:sys_exit_openat2"),
-                    opt("bpfcap_open_tp", Tracepoint, "syscalls:sys_exit_open"),
-                    opt("bpfcap_open_tp", Tracepoint, "syscalls:sys_exit_creat"),
-                ],
-            ),
-        ],
-    },
-    ProbeSpec {
-        name: "vfs_read",
-        kind: kind::FILE_READ,
-        plans: &[
-            plan(
-                "kprobe",
-                with_copies![a("bpfcap_rd_kp", Kprobe, "vfs_read"), a("bpfcap_rd_krp", Kretprobe, "vfs_read")],
-            ),
-            plan("fentry", with_copies![a("bpfcap_rd_fx", Fexit, "vfs_read")]),
-            plan(
-                "tracepoint",
-                with_copies![
-                    a("bpfcap_rd_etp", Tracepoint, "syscalls:sys_enter_read"),
-                    a("bpfcap_rd_xtp", Tracepoint, "syscalls:sys_exit_read"),
-                    opt("bpfcap_rd_etp", Tracepoint, "syscalls:sys_enter_pread64"),
-                    opt("bpfcap_rd_xtp", Tracepoint, "syscalls:sys_exit_pread64"),
-                    opt("bpfcap_rd_etp", Tracepoint, "syscalls:sys_enter_readv"),
-                    opt("bpfcap_rd_xtp", Tracepoint, "syscalls:sys_exit_readv"),
-                    opt("bpfcap_rd_etp", Tracepoint, "syscalls:sys_enter_preadv"),
-                    opt("bpfcap_rd_xtp", Tracepoint, "syscalls:sys_exit_preadv"),
-                    opt("bpfcap_rd_etp", Tracepoint, "syscalls:sys_enter_preadv2"),
-                    opt("bpfcap_rd_xtp", Tracepoint, "syscalls:sys_exit_preadv2"),
-                ],
-            ),
-        ],
-    },
-    ProbeSpec {
-        name: "vfs_write",
-        kind: kind::FILE_WRITE,
-        plans: &[
-            plan(
-                "kprobe",
-                with_copies![a("bpfcap_wr_kp", Kprobe, "vfs_write"), a("bpfcap_wr_krp", Kretprobe, "vfs_write")],
-            ),
-            plan("fentry", with_copies![a("bpfcap_wr_fx", Fexit, "vfs_write")]),
-            plan(
-                "tracepoint",
-                with_copies![
-                    a("bpfcap_wr_etp", Tracepoint, "syscalls:sys_enter_write"),
-                    a("bpfcap_wr_xtp", Tracepoint, "syscalls:sys_exit_write"),
-                    opt("bpfcap_wr_etp", Tracepoint, "syscalls:sys_enter_pwrite64"),
-                    opt("bpfcap_wr_xtp", Tracepoint, "syscalls:sys_exit_pwrite64"),
-                    opt("bpfcap_wr_etp", Tracepoint, "syscalls:sys_enter_writev"),
-                    opt("bpfcap_wr_xtp", Tracepoint, "syscalls:sys_exit_writev"),
-                    opt("bpfcap_wr_etp", Tracepoint, "syscalls:sys_enter_pwritev"),
-                    opt("bpfcap_wr_xtp", Tracepoint, "syscalls:sys_exit_pwritev"),
-                    opt("bpfcap_wr_etp", Tracepoint, "syscalls:sys_enter_pwritev2"),
-                    opt("bpfcap_wr_xtp", Tracepoint, "syscalls:sys_exit_pwritev2"),
-                ],
-            ),
-        ],
-    },
-    ProbeSpec {
-        name: "bprm_check_security",
-        kind: kind::EXEC_CHECK,
-        plans: &[
-            plan("lsm", &[a("bpfcap_xchk_lsm", Lsm, "bprm_check_security")]),
-            plan("fentry", &[a("bpfcap_xchk_fe", Fentry, "security_bprm_check")]),
-            plan("kprobe", &[a("bpfcap_xchk_kp", Kprobe, "security_bprm_check")]),
-            plan("raw_tracepoint", &[a("bpfcap_xchk_tp", RawTracepoint, "sched_process_exec")]),
-        ],
-    },
-    ProbeSpec {
-        name: "file_permission",
-        kind: kind::FILE_PERMISSION,
-        plans: &[
-            plan("lsm", with_rename_watch![a("bpfcap_perm_lsm", Lsm, "file_permission")]),
-            plan("fentry", with_rename_watch![a("bpfcap_perm_fe", Fentry, "security_file_permission")]),
-            plan("kprobe", with_rename_watch![a("bpfcap_perm_kp", Kprobe, "security_file_permission")]),
-            plan(
-                "tracepoint",
-                with_rename_watch![
-                    a("bpfcap_rd_etp", Tracepoint, "syscalls:sys_enter_read"),
-                    a("bpfcap_wr_etp", Tracepoint, "syscalls:sys_enter_write"),
-                    opt("bpfcap_rd_etp", Tracepoint, "syscalls:sys_enter_pread64"),
-                    opt("bpfcap_rd_etp", Tracepoint, "syscalls:sys_enter_readv"),
-                    opt("bpfcap_rd_etp", Tracepoint, "syscalls:sys_enter_preadv"),
-                    opt("bpfcap_rd_etp", Tracepoint, "syscalls:sys_enter_preadv2"),
-                    opt("bpfcap_wr_etp", Tracepoint, "syscalls:sys_enter_pwrite64"),
-                    opt("bpfcap_wr_etp", Tracepoint, "syscalls:sys_enter_writev"),
-                    opt("bpfcap_wr_etp", Tracepoint, "syscalls:sys_enter_pwritev"),
-                    opt("bpfcap_wr_etp", Tracepoint, "syscalls:sys_enter_pwritev2"),
-                ],
-            ),
-        ],
-    },
-];
+/// Expands the table of event types into each type's probe and plans.
+macro_rules! probe_specs {
+    (
+        keys $keys:tt
+        $(
+            $(#[doc = $doc:literal])*
+            $variant:ident = $id:literal $kind:ident $name:literal $fields:tt
+            decode $decode:tt probe($probe:literal, [$($plan:expr),* $(,)?])
+        )*
+    ) => {
+        pub const PROBES: &[ProbeSpec] = &[$(
+            ProbeSpec { name: $probe, kind: kind::$kind, plans: &[$($plan),*] },
+        )*];
+    };
+}
+
+bpfcap_common::event_types!(probe_specs);
 
 /// The probe that produces events of `kind`.
 pub fn probe_for_kind(kind: u16) -> Option<&'static ProbeSpec> {

@@ -1,13 +1,12 @@
-//! The built-in event types, each defined once: its kind id, name, and the
-//! fields it adds to the common header, with their Rust types and meanings.
-//! Everything else is derived from this table: [`Payload`] (one variant per
+//! The built-in event types' payloads, expanded from their one definition
+//! (`bpfcap-common/src/event_types.rs`): [`Payload`] (one variant per
 //! type), the JSON keys and their order ([`Payload::visit`]), the schema
 //! (`TYPES`, read by Python's `bpfcap.schema` and the README's schema
-//! section), and the binding's getters ([`Payload::get`]).
+//! section), and the binding's getters ([`Payload::get`]). The decoder
+//! (`decode.rs`) and the plans (`probes.rs`) expand the same table.
 //!
 //! A field's JSON key is its Rust name; its JSON type comes from its Rust
-//! type through [`Field`]. Adding a type: a kind id in `bpfcap-common`, an
-//! entry here, its decoder arm (`decode.rs`) and attach plans (`probes.rs`).
+//! type through [`Field`].
 
 use std::net::IpAddr;
 
@@ -95,13 +94,20 @@ impl Field for IfSet {
     }
 }
 
-macro_rules! event_types {
-    ($(
-        $(#[doc = $doc:literal])*
-        $variant:ident = $kind:ident $name:literal {
-            $( #[doc = $fdoc:literal] $field:ident: $ty:ty, )*
-        }
-    )*) => {
+macro_rules! payloads {
+    (
+        keys [$($key:ident),* $(,)?]
+        $(
+            $(#[doc = $doc:literal])*
+            $variant:ident = $id:literal $kind:ident $name:literal {
+                $( #[doc = $fdoc:literal] $field:ident: $ty:ty, )*
+            }
+            decode $decode:tt probe $probe:tt
+        )*
+    ) => {
+        /// Every payload key, once (the binding's getters).
+        pub const KEYS: &[&str] = &[$(stringify!($key)),*];
+
         $(
             $(#[doc = $doc])*
             #[derive(Clone, Debug, PartialEq, Eq)]
@@ -164,119 +170,7 @@ macro_rules! event_types {
     };
 }
 
-event_types! {
-    /// A process replaced its program (execve or execveat succeeded).
-    Exec = PROCESS_EXEC "process_exec" {
-        /// the path as given to execve
-        filename: String,
-        /// arguments (2048 bytes at most)
-        argv: Vec<String>,
-        /// argv was cut
-        argv_truncated: bool,
-        /// present (true) only when the filename was cut
-        filename_truncated: IfSet,
-    }
-    /// A process (its last thread) exited.
-    Exit = PROCESS_EXIT "process_exit" {
-        /// exit status 0-255, null when killed by a signal
-        exit_code: Option<u8>,
-        /// the signal that killed the process, or null
-        signal: Option<u8>,
-        /// a core was dumped
-        core_dumped: bool,
-    }
-    /// A process created a new process (fork, vfork, clone without CLONE_THREAD).
-    Fork = PROCESS_FORK "process_fork" {
-        /// pid of the new process
-        child_pid: u32,
-    }
-    /// A TCP connect was started.
-    TcpConnect = TCP_CONNECT "tcp_connect" {
-        /// `ipv4` or `ipv6`
-        family: Family,
-        /// source address (null if unknown)
-        saddr: Option<IpAddr>,
-        /// destination address
-        daddr: IpAddr,
-        /// source port (null if unknown)
-        sport: Option<u16>,
-        /// destination port
-        dport: u16,
-    }
-    /// A TCP socket was closed.
-    TcpClose = TCP_CLOSE "tcp_close" {
-        /// `ipv4` or `ipv6`
-        family: Family,
-        /// source address (null if unknown)
-        saddr: Option<IpAddr>,
-        /// destination address
-        daddr: IpAddr,
-        /// source port (null if unknown)
-        sport: Option<u16>,
-        /// destination port
-        dport: u16,
-    }
-    /// A UDP datagram was sent.
-    UdpSend = UDP_SEND "udp_send" {
-        /// `ipv4` or `ipv6`
-        family: Family,
-        /// destination address
-        daddr: IpAddr,
-        /// destination port
-        dport: u16,
-        /// bytes the send asked for
-        bytes: i64,
-    }
-    /// A file was opened.
-    FileOpen = FILE_OPEN "file_open" {
-        /// absolute path, or its end when `path_truncated`
-        path: String,
-        /// the path was cut (deeper than 32 levels or longer than 2048 bytes)
-        path_truncated: bool,
-        /// file descriptor (null from kprobe, fentry and LSM mechanisms)
-        fd: Option<i32>,
-        /// the open file's `f_flags`
-        flags: Option<u32>,
-    }
-    /// A file was read.
-    FileRead = FILE_READ "file_read" {
-        /// absolute path, or its end when `path_truncated`; `pipe:[INODE]`, `socket:[INODE]` or `anon_inode:[NAME]` for what is not a file
-        path: String,
-        /// the path was cut (deeper than 32 levels or longer than 2048 bytes)
-        path_truncated: bool,
-        /// file descriptor (null from kprobe, fentry and LSM mechanisms)
-        fd: Option<i32>,
-        /// bytes read (null if the mechanism cannot know)
-        bytes: Option<i64>,
-    }
-    /// A file was written.
-    FileWrite = FILE_WRITE "file_write" {
-        /// absolute path, or its end when `path_truncated`; `pipe:[INODE]`, `socket:[INODE]` or `anon_inode:[NAME]` for what is not a file
-        path: String,
-        /// the path was cut (deeper than 32 levels or longer than 2048 bytes)
-        path_truncated: bool,
-        /// file descriptor (null from kprobe, fentry and LSM mechanisms)
-        fd: Option<i32>,
-        /// bytes written (null if the mechanism cannot know)
-        bytes: Option<i64>,
-    }
-    /// The kernel checked whether a program may be executed (LSM `bprm_check_security`).
-    ExecCheck = EXEC_CHECK "exec_check" {
-        /// the path as given to execve
-        filename: String,
-    }
-    /// The kernel checked access to an open file (LSM `file_permission`).
-    FilePermission = FILE_PERMISSION "file_permission" {
-        /// absolute path, or its end when `path_truncated`; `pipe:[INODE]`, `socket:[INODE]` or `anon_inode:[NAME]` for what is not a file
-        path: String,
-        /// the path was cut (deeper than 32 levels or longer than 2048 bytes)
-        path_truncated: bool,
-        /// file descriptor (null from kprobe, fentry and LSM mechanisms)
-        fd: Option<i32>,
-        /// permission mask (`MAY_WRITE` 2, `MAY_READ` 4, ...)
-        mask: Option<u32>,
-    }
-}
+bpfcap_common::event_types!(payloads);
 
 /// The facts of a loss notice.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -309,5 +203,15 @@ mod tests {
             keys.dedup();
             assert_eq!(keys.len(), t.fields.len(), "{} repeats a key", t.name);
         }
+    }
+
+    #[test]
+    fn keys_name_every_field_once() {
+        let mut used: Vec<_> = TYPES.iter().flat_map(|t| t.fields.iter().map(|f| f.key)).collect();
+        used.sort_unstable();
+        used.dedup();
+        let mut keys = KEYS.to_vec();
+        keys.sort_unstable();
+        assert_eq!(keys, used, "`keys` of the table of event types must list each field name once");
     }
 }

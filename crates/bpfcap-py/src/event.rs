@@ -339,11 +339,10 @@ impl PyEvent {
     }
 }
 
-/// The getters of the built-in types' fields, one per JSON key (`None` when
-/// the event's type has no such key); the table in `bpfcap_core::types`
-/// decides which type has which.
+/// The getters of the built-in types' fields, one per key of the table of
+/// event types (`None` when the event's type has no such key).
 macro_rules! payload_getters {
-    ($($key:ident),* $(,)?) => {
+    (keys [$($key:ident),* $(,)?] $($types:tt)*) => {
         #[pymethods]
         impl PyEvent {
             $(
@@ -356,27 +355,7 @@ macro_rules! payload_getters {
     };
 }
 
-payload_getters!(
-    filename,
-    argv,
-    argv_truncated,
-    filename_truncated,
-    exit_code,
-    signal,
-    core_dumped,
-    child_pid,
-    family,
-    saddr,
-    sport,
-    daddr,
-    dport,
-    bytes,
-    path,
-    path_truncated,
-    fd,
-    flags,
-    mask,
-);
+bpfcap_common::event_types!(payload_getters);
 
 impl PyEvent {
     fn field<'py>(&self, py: Python<'py>, key: &str) -> PyResult<Bound<'py, PyAny>> {
