@@ -368,6 +368,13 @@ pub fn admit(kind: u16) -> bool {
     true
 }
 
+/// Whether the filter's event types take `kind` (for an event that follows
+/// one `admit` took from the same task: a failed connect's close).
+#[inline(always)]
+pub fn admit_type(kind: u16) -> bool {
+    enabled(kind) && FILTERS.get(filter_counter() & 1).is_none_or(|cfg| cfg.types & (1u64 << (kind as u64 & 63)) != 0)
+}
+
 #[inline(always)]
 fn fields_match(cfg: &FilterConfig, gen: u32, counter: u32) -> bool {
     let fields = cfg.fields;

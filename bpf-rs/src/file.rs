@@ -14,6 +14,7 @@ use bpfcap_common::{flag, kind};
 
 use crate::{
     common::{admit, count_lost, file_of_fd, off, peek, read_kernel, syscall_arg},
+    net::{udp_write, UdpWrite},
     path::{file_record, fill_file_path, fill_path, fill_path_string, send_file},
 };
 
@@ -222,7 +223,7 @@ pub fn bpfcap_wr_fx(ctx: FExitContext) -> u32 {
 /// events, the check at its own time); elsewhere (a pipe, a socket, a
 /// terminal: the read may wait for long) it is sent now.
 #[inline(always)]
-fn rw_enter(ctx: &TracePointContext, k: u16, mask: u32) {
+fn rw_enter(ctx: &TracePointContext, k: u16, mask: u32) -> u64 {
     let fd = syscall_arg(ctx, 0) as i64;
     let check = admit(kind::FILE_PERMISSION);
     let wanted = admit(k);
@@ -245,6 +246,7 @@ fn rw_enter(ctx: &TracePointContext, k: u16, mask: u32) {
     if wanted {
         remember(k, fd, file, checked_at, mask);
     }
+    file
 }
 
 /// Whether reading or writing `file` never waits for another party: its file
@@ -321,8 +323,46 @@ pub fn bpfcap_rd_xtp(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// write(2); on a connected UDP socket also a `udp_send` (the udp_send
+/// tracepoint plan shares this program).
 #[tracepoint]
 pub fn bpfcap_wr_etp(ctx: TracePointContext) -> u32 {
+    let file = rw_enter(&ctx, kind::FILE_WRITE, MAY_WRITE);
+    udp_write(&ctx, file, UdpWrite::Count);
+    0
+}
+
+/// writev(2), as write(2).
+#[tracepoint]
+pub fn bpfcap_wrv_etp(ctx: TracePointContext) -> u32 {
+    let file = rw_enter(&ctx, kind::FILE_WRITE, MAY_WRITE);
+    udp_write(&ctx, file, UdpWrite::Iovecs);
+    0
+}
+
+/// readv(2), preadv(2), preadv2(2) where vfs_read is probed (kprobe, fentry):
+/// these syscalls do not pass through it. The fd only, for the exit
+/// (`bpfcap_rd_xtp`); the plan's own programs see the permission checks.
+#[tracepoint]
+pub fn bpfcap_rdvec_etp(ctx: TracePointContext) -> u32 {
+    if admit(kind::FILE_READ) {
+        remember(kind::FILE_READ, syscall_arg(&ctx, 0) as i64, 0, 0, 0);
+    }
+    0
+}
+
+/// writev(2), pwritev(2), pwritev2(2), as `bpfcap_rdvec_etp`.
+#[tracepoint]
+pub fn bpfcap_wrvec_etp(ctx: TracePointContext) -> u32 {
+    if admit(kind::FILE_WRITE) {
+        remember(kind::FILE_WRITE, syscall_arg(&ctx, 0) as i64, 0, 0, 0);
+    }
+    0
+}
+
+/// pwrite64(2), pwritev(2), pwritev2(2) (a socket refuses them).
+#[tracepoint]
+pub fn bpfcap_pwr_etp(ctx: TracePointContext) -> u32 {
     rw_enter(&ctx, kind::FILE_WRITE, MAY_WRITE);
     0
 }

@@ -3,12 +3,14 @@
 
 use aya_ebpf::{
     macros::{fentry, kprobe, map, tracepoint},
-    maps::HashMap,
+    maps::{HashMap, LruHashMap},
     programs::{FEntryContext, ProbeContext, TracePointContext},
 };
 use bpfcap_common::{flag, kind, NetRecord, SockStateLayout};
 
-use crate::common::{admit, emit, file_of_fd, fill_header, off, output, peek, read_kernel, syscall_arg, SETTINGS};
+use crate::common::{
+    admit, admit_type, emit, enabled, file_of_fd, fill_header, off, output, peek, read_kernel, syscall_arg, SETTINGS,
+};
 
 const AF_INET: u16 = 2;
 const AF_INET6: u16 = 10;
@@ -47,18 +49,61 @@ fn from_sock(rec: &mut NetRecord, sk: u64) -> bool {
     true
 }
 
+/// A connect's addresses and ports, by socket, from the connect to the close
+/// (kprobe, fentry): a reset socket loses its source port, and a connect
+/// that fails is disconnected, which clears its destination, before the
+/// process closes it.
+#[map(name = "BPFCAP_PEERS")]
+static PEERS: LruHashMap<u64, Peer> = LruHashMap::with_max_entries(16384, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Peer {
+    family: u16,
+    sport: u16,
+    dport: u16,
+    _pad: u16,
+    saddr: [u8; 16],
+    daddr: [u8; 16],
+}
+
 #[inline(always)]
 fn emit_sock(kind: u16, sk: u64) {
-    // A listening socket's close ends no connection: not a `tcp_close`.
-    if kind == kind::TCP_CLOSE && peek::<u8>(sk, off!(sk_state)) == TCP_LISTEN as u8 {
-        return;
+    let mut flags = 0;
+    let mut peer = None;
+    if kind == kind::TCP_CLOSE {
+        let state = peek::<u8>(sk, off!(sk_state)) as i32;
+        // A listening socket's close ends no connection: not a `tcp_close`.
+        if state == TCP_LISTEN {
+            return;
+        }
+        peer = unsafe { PEERS.get(&sk) }.copied();
+        if peer.is_some() {
+            let _ = PEERS.remove(&sk);
+        }
+        // Never connected: still connecting, or reset before its SYN was
+        // acknowledged (`bytes_acked` counts the SYN's one byte).
+        if state == TCP_SYN_SENT || (state == TCP_CLOSE && read_kernel::<u64>(sk, off!(tcp_bytes_acked)) == Some(0)) {
+            flags = flag::NOT_CONNECTED;
+        }
     }
-    if !admit(kind) {
+    let admitted = admit(kind);
+    if kind == kind::TCP_CONNECT && enabled(kind::TCP_CLOSE) {
+        let mut rec = NetRecord::default();
+        from_sock(&mut rec, sk);
+        let (family, sport, dport, saddr, daddr) = (rec.family, rec.sport, rec.dport, rec.saddr, rec.daddr);
+        let _ = PEERS.insert(&sk, &Peer { family, sport, dport, _pad: 0, saddr, daddr }, 0);
+    }
+    if !admitted {
         return;
     }
     emit::<NetRecord>(kind, |rec| {
         *rec = NetRecord { hdr: rec.hdr, ..NetRecord::default() };
+        rec.hdr.flags |= flags;
         from_sock(rec, sk);
+        if let Some(p) = peer.filter(|_| rec.sport == 0 || rec.dport == 0) {
+            (rec.family, rec.sport, rec.dport, rec.saddr, rec.daddr) = (p.family, p.sport, p.dport, p.saddr, p.daddr);
+        }
     });
 }
 
@@ -116,7 +161,17 @@ pub fn bpfcap_sockst(ctx: TracePointContext) -> u32 {
             let rec = unsafe { &mut *pending };
             from_sock_state(rec, &ctx, &l);
             output(kind::TCP_CONNECT, (rec as *mut NetRecord).cast(), core::mem::size_of::<NetRecord>());
+            // A connect that failed (refused, timed out): its close is the
+            // connecting task's, wherever the reset was handled.
+            if new == TCP_CLOSE && admit_type(kind::TCP_CLOSE) {
+                rec.hdr.kind = kind::TCP_CLOSE;
+                rec.hdr.flags |= flag::NOT_CONNECTED;
+                output(kind::TCP_CLOSE, (rec as *mut NetRecord).cast(), core::mem::size_of::<NetRecord>());
+            }
             let _ = CONNECTING.remove(&sk);
+            if new == TCP_CLOSE {
+                return 0;
+            }
         }
     }
     let kind = match (old, new) {
@@ -138,6 +193,9 @@ pub fn bpfcap_sockst(ctx: TracePointContext) -> u32 {
     }
     emit::<NetRecord>(kind, |rec| {
         *rec = NetRecord { hdr: rec.hdr, ..NetRecord::default() };
+        if old == TCP_SYN_SENT {
+            rec.hdr.flags |= flag::NOT_CONNECTED;
+        }
         from_sock_state(rec, &ctx, &l);
     });
     0
@@ -234,9 +292,22 @@ pub fn bpfcap_udp6_fe(ctx: FEntryContext) -> u32 {
 /// The UDP socket behind `fd`, or 0 when it is something else.
 #[inline(always)]
 fn udp_sock_of_fd(fd: i64) -> u64 {
-    let file = file_of_fd(fd);
+    udp_sock_of_file(file_of_fd(fd))
+}
+
+/// The UDP socket of an open file, or 0. A socket's file points to its
+/// `struct socket`, whose `sk` points back to it: other files' private data
+/// (mostly null) fails that test.
+#[inline(always)]
+fn udp_sock_of_file(file: u64) -> u64 {
     let socket = peek::<u64>(file, off!(file_private));
+    if socket == 0 {
+        return 0;
+    }
     let sk = peek::<u64>(socket, off!(socket_sk));
+    if sk == 0 || peek::<u64>(sk, off!(sk_socket)) != socket {
+        return 0;
+    }
     let proto = peek::<u16>(sk, off!(sk_protocol));
     let ty = peek::<u16>(sk, off!(sk_type));
     if proto == IPPROTO_UDP && ty == SOCK_DGRAM {
@@ -244,6 +315,53 @@ fn udp_sock_of_fd(fd: i64) -> u64 {
     } else {
         0
     }
+}
+
+/// How a write syscall gives its byte count.
+pub enum UdpWrite {
+    /// `write(fd, buf, count)`
+    Count,
+    /// `writev(fd, iov, iovcnt)`
+    Iovecs,
+}
+
+/// A write(2) or writev(2) on a (connected) UDP socket is a send to its
+/// peer: kprobe and fentry see it in udp_sendmsg, the tracepoint plan here.
+/// `file`: the fd's file if the caller looked it up already.
+#[inline(always)]
+pub fn udp_write(ctx: &TracePointContext, file: u64, how: UdpWrite) {
+    if !enabled(kind::UDP_SEND) {
+        return;
+    }
+    let file = if file != 0 { file } else { file_of_fd(syscall_arg(ctx, 0) as i64) };
+    let sk = udp_sock_of_file(file);
+    if sk == 0 || !admit(kind::UDP_SEND) {
+        return;
+    }
+    let bytes = match how {
+        UdpWrite::Count => syscall_arg(ctx, 2) as i64,
+        UdpWrite::Iovecs => iov_bytes(syscall_arg(ctx, 1), syscall_arg(ctx, 2)),
+    };
+    emit::<NetRecord>(kind::UDP_SEND, |rec| {
+        *rec = NetRecord { hdr: rec.hdr, ..NetRecord::default() };
+        from_sock(rec, sk);
+        rec.hdr.flags |= flag::NO_SOURCE;
+        rec.bytes = bytes;
+    });
+}
+
+/// The sum of the lengths of `n` user iovecs (all of them: at most `UIO_MAXIOV`).
+#[inline(always)]
+fn iov_bytes(iov: u64, n: u64) -> i64 {
+    let mut bytes: i64 = 0;
+    for i in 0..UIO_MAXIOV {
+        if i >= n {
+            break;
+        }
+        // struct iovec { void *base; size_t len; }
+        bytes += unsafe { aya_ebpf::helpers::bpf_probe_read_user((iov + i * 16 + 8) as *const i64) }.unwrap_or(0);
+    }
+    bytes
 }
 
 /// `syscalls:sys_enter_sendto(fd, buff, len, flags, addr, addr_len)`.
@@ -282,14 +400,7 @@ pub fn bpfcap_sendmsg(ctx: TracePointContext) -> u32 {
     // struct user_msghdr (UAPI): name @0, namelen @8, iov @16, iovlen @24.
     let user = |o: u64| unsafe { aya_ebpf::helpers::bpf_probe_read_user((msg + o) as *const u64) }.unwrap_or(0);
     let (name, iov, iovlen) = (user(0), user(16), user(24));
-    let mut bytes: i64 = 0;
-    for i in 0..UIO_MAXIOV {
-        if i >= iovlen {
-            break;
-        }
-        // struct iovec { void *base; size_t len; }
-        bytes += unsafe { aya_ebpf::helpers::bpf_probe_read_user((iov + i * 16 + 8) as *const i64) }.unwrap_or(0);
-    }
+    let bytes = iov_bytes(iov, iovlen);
     emit::<NetRecord>(kind::UDP_SEND, |rec| {
         *rec = NetRecord { hdr: rec.hdr, ..NetRecord::default() };
         from_sock(rec, sk);
@@ -299,5 +410,81 @@ pub fn bpfcap_sendmsg(ctx: TracePointContext) -> u32 {
             sockaddr_dest(rec, name, true);
         }
     });
+    0
+}
+
+/// A sendmmsg(2)'s socket and messages, from its entry to its exit, by thread.
+#[map(name = "BPFCAP_SENDING")]
+static SENDING: LruHashMap<u32, Sending> = LruHashMap::with_max_entries(4096, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Sending {
+    sk: u64,
+    msgs: u64,
+}
+
+/// `syscalls:sys_enter_sendmmsg(fd, mmsg, vlen, flags)` (glibc's resolver
+/// sends its A and AAAA queries with one).
+#[tracepoint]
+pub fn bpfcap_sendmmsg_etp(ctx: TracePointContext) -> u32 {
+    if !enabled(kind::UDP_SEND) {
+        return 0;
+    }
+    let sk = udp_sock_of_fd(syscall_arg(&ctx, 0) as i64);
+    let msgs = syscall_arg(&ctx, 1);
+    if sk != 0 && msgs != 0 {
+        let tid = unsafe { aya_ebpf::helpers::bpf_get_current_pid_tgid() } as u32;
+        let _ = SENDING.insert(&tid, &Sending { sk, msgs }, 0);
+    }
+    0
+}
+
+/// The first `MMSG_EACH - 1` messages of a sendmmsg(2) are a `udp_send` each,
+/// the rest one more with the sum of their bytes (to the first one's
+/// destination): the verifier takes no more events in one run.
+const MMSG_EACH: u64 = 8;
+
+/// `syscalls:sys_exit_sendmmsg`: one `udp_send` per message sent (the
+/// return value), with the bytes the kernel wrote to its `msg_len`.
+#[tracepoint]
+pub fn bpfcap_sendmmsg_xtp(ctx: TracePointContext) -> u32 {
+    let tid = unsafe { aya_ebpf::helpers::bpf_get_current_pid_tgid() } as u32;
+    let Some(s) = (unsafe { SENDING.get(&tid) }).copied() else { return 0 };
+    let _ = SENDING.remove(&tid);
+    let sent = (syscall_arg(&ctx, 0) as i64).clamp(0, UIO_MAXIOV as i64) as u64;
+    // struct mmsghdr { struct user_msghdr msg_hdr (name @0); unsigned msg_len @56; } (64 bytes)
+    let msg_len = |i: u64| {
+        unsafe { aya_ebpf::helpers::bpf_probe_read_user((s.msgs + i * 64 + 56) as *const u32) }.unwrap_or(0) as i64
+    };
+    for i in 0..MMSG_EACH {
+        if i >= sent {
+            return 0;
+        }
+        let bytes = if i + 1 < MMSG_EACH {
+            msg_len(i)
+        } else {
+            let mut rest = 0;
+            for j in MMSG_EACH - 1..UIO_MAXIOV {
+                if j >= sent {
+                    break;
+                }
+                rest += msg_len(j);
+            }
+            rest
+        };
+        if admit(kind::UDP_SEND) {
+            let name = unsafe { aya_ebpf::helpers::bpf_probe_read_user((s.msgs + i * 64) as *const u64) }.unwrap_or(0);
+            emit::<NetRecord>(kind::UDP_SEND, |rec| {
+                *rec = NetRecord { hdr: rec.hdr, ..NetRecord::default() };
+                from_sock(rec, s.sk);
+                rec.hdr.flags |= flag::NO_SOURCE;
+                rec.bytes = bytes;
+                if name != 0 {
+                    sockaddr_dest(rec, name, true);
+                }
+            });
+        }
+    }
     0
 }

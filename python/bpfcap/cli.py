@@ -286,9 +286,10 @@ async def cmd_doctor(args: argparse.Namespace) -> int:
                     try:
                         await mgr.load_program(BPFProgSpec(spec["name"]))
                         st = next(p for p in mgr.probes() if p["name"] == spec["name"])
-                        entry.update(mechanism=st["mechanism"], targets=st["targets"], skipped=st["skipped"], error=None)
+                        entry.update(mechanism=st["mechanism"], targets=st["targets"], skipped=st["skipped"],
+                                     left_out=st["left_out"], error=None)
                     except BpfcapError as e:
-                        entry.update(mechanism=None, targets=[], skipped=[], error=str(e))
+                        entry.update(mechanism=None, targets=[], skipped=[], left_out=[], error=str(e))
                     info["probes"].append(entry)
         except BpfcapError as e:
             info["ring_buffer"] = f"unavailable: {e}"

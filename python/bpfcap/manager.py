@@ -505,7 +505,7 @@ class CaptureManager:
         native = self._require()
         user = [
             {"name": u["name"], "type": "probe", "mechanism": u["type"], "targets": [u["target"]],
-             "programs": [u["program"] or u["type"]], "skipped": [], "object": u["object"]}
+             "programs": [u["program"] or u["type"]], "skipped": [], "left_out": [], "object": u["object"]}
             for u in native.user_probes()
         ]
         return [*native.probes(), *user]

@@ -102,8 +102,8 @@ class Summary:
                 f["writes"] += 1
                 f["written_bytes"] += e.bytes or 0
         elif t in (EventType.TCP_CONNECT, EventType.TCP_CLOSE):
-            c = self._tcp.setdefault((e.family, e.daddr, e.dport), {"connects": 0, "closes": 0})
-            c["connects" if t == EventType.TCP_CONNECT else "closes"] += 1
+            c = self._tcp.setdefault((e.family, e.daddr, e.dport), {"connects": 0, "failed": 0, "closes": 0})
+            c["connects" if t == EventType.TCP_CONNECT else "closes" if e.connected else "failed"] += 1
         elif t == EventType.UDP_SEND:
             u = self._udp.setdefault((e.family, e.daddr, e.dport), {"sends": 0, "bytes": 0})
             u["sends"] += 1
@@ -176,8 +176,8 @@ class Summary:
             out += [f"  {f['path']}  {f['reads']}/{f['read_bytes']}, {f['writes']}/{f['written_bytes']}"
                     for f in d["streams"]]
         if d["tcp"]:
-            out.append("tcp (connects, closes):")
-            out += [f"  {c['daddr']}:{c['dport']}  {c['connects']}, {c['closes']}" for c in d["tcp"]]
+            out.append("tcp (connects, failed, closes):")
+            out += [f"  {c['daddr']}:{c['dport']}  {c['connects']}, {c['failed']}, {c['closes']}" for c in d["tcp"]]
         if d["udp"]:
             out.append("udp (sends, bytes):")
             out += [f"  {u['daddr']}:{u['dport']}  {u['sends']}, {u['bytes']}" for u in d["udp"]]

@@ -4,6 +4,7 @@ with summaries checked against what the commands did."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -99,6 +100,29 @@ def test_exec_summary_lists_exactly_what_the_command_did(bpfcap_cmd: list[str], 
     assert {e["session"] for e in events} == {"sh"}
     text = r.stderr.decode()
     assert "exited with 0" in text and str(target) in text and f"127.0.0.1:{udp_port}" in text
+
+
+def test_a_refused_connect_is_counted_as_failed(bpfcap_cmd: list[str], tmp_path: Path) -> None:
+    """curl to a port nobody listens on: strace sees connect() refused; the
+    summary counts the connect as failed and no connection as closed."""
+    reserved = socket.socket()
+    reserved.bind(("127.0.0.1", 0))  # (bound, never listening)
+    port = reserved.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        traced = subprocess.run(["strace", "-f", "-e", "trace=connect,getsockopt", "curl", "-s", url],
+                                capture_output=True, text=True)
+        # (curl connects without blocking, then reads the outcome with SO_ERROR)
+        assert re.search(rf"connect\(.*htons\({port}\).*= -1 (ECONNREFUSED|EINPROGRESS)", traced.stderr)
+        assert "ECONNREFUSED" in traced.stderr, traced.stderr
+        summary_file = tmp_path / "s.json"
+        r = subprocess.run([*bpfcap_cmd, "exec", "--summary", str(summary_file), "-o", os.devnull, "--",
+                            "curl", "-s", url], capture_output=True, timeout=60)
+    finally:
+        reserved.close()
+    assert r.returncode == 7, r.stderr.decode()  # curl: could not connect
+    summary = orjson.loads(summary_file.read_bytes())
+    assert [(c["dport"], c["connects"], c["failed"], c["closes"]) for c in summary["tcp"]] == [(port, 1, 1, 0)]
 
 
 @pytest.mark.parametrize(("cmd", "code"), [(["sh", "-c", "exit 0"], 0), (["sh", "-c", "exit 3"], 3),

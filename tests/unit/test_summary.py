@@ -20,15 +20,17 @@ def test_pipes_and_sockets_are_streams_not_files_and_only_connected_peers_are_de
     s.add(ev(EventType.FILE_WRITE, path="socket:[78]", bytes=3))
     s.add(ev(EventType.FILE_READ, path="/etc/hosts", bytes=100))
     s.add(ev(EventType.TCP_CONNECT, family="ipv4", daddr="10.0.0.1", dport=443))
-    s.add(ev(EventType.TCP_CLOSE, family="ipv4", daddr="10.0.0.1", dport=443))
-    s.add(ev(EventType.TCP_CLOSE, family="ipv4", daddr="10.0.0.9", dport=51234))  # a server's side
+    s.add(ev(EventType.TCP_CLOSE, family="ipv4", daddr="10.0.0.1", dport=443, connected=True))
+    s.add(ev(EventType.TCP_CONNECT, family="ipv4", daddr="10.0.0.1", dport=443))
+    s.add(ev(EventType.TCP_CLOSE, family="ipv4", daddr="10.0.0.1", dport=443, connected=False))  # refused
+    s.add(ev(EventType.TCP_CLOSE, family="ipv4", daddr="10.0.0.9", dport=51234, connected=True))  # a server's side
     d = s.to_dict()
     assert [f["path"] for f in d["files"]] == ["/etc/hosts"]
     assert d["streams"] == [
         {"path": "pipe:[77]", "reads": 1, "read_bytes": 5, "writes": 1, "written_bytes": 5},
         {"path": "socket:[78]", "reads": 0, "read_bytes": 0, "writes": 1, "written_bytes": 3},
     ]
-    assert d["tcp"] == [{"family": "ipv4", "daddr": "10.0.0.1", "dport": 443, "connects": 1, "closes": 1}]
+    assert d["tcp"] == [{"family": "ipv4", "daddr": "10.0.0.1", "dport": 443, "connects": 2, "failed": 1, "closes": 1}]
     s.exit_code, s.duration_s = 0, 0.1
     assert schema.summary_errors(s.to_dict()) == []
     assert "pipe:[77]  1/5, 1/5" in s.render_text()

@@ -24,16 +24,20 @@ macro_rules! event_types {
     ($then:ident) => {
         $then! {
             keys [
-                filename, argv, argv_truncated, filename_truncated, exit_code, signal, core_dumped, child_pid,
-                family, saddr, sport, daddr, dport, bytes, path, path_truncated, fd, flags, mask,
+                filename, filename_raw, argv, argv_raw, argv_truncated, filename_truncated, exit_code, signal, core_dumped, child_pid,
+                family, saddr, sport, daddr, dport, connected, bytes, path, path_raw, path_truncated, fd, flags, mask,
             ]
 
             /// A process replaced its program (execve or execveat succeeded).
             Exec = 1 PROCESS_EXEC "process_exec" {
                 /// the path as given to execve
                 filename: String,
+                /// present only when `filename` is not UTF-8 (it has U+FFFD then): its bytes, hex
+                filename_raw: Raw,
                 /// arguments (2048 bytes at most)
                 argv: Vec<String>,
+                /// present only when an argument is not UTF-8: every argument's bytes, hex
+                argv_raw: RawList,
                 /// argv was cut
                 argv_truncated: bool,
                 /// present (true) only when the filename was cut
@@ -41,7 +45,9 @@ macro_rules! event_types {
             }
             decode(ExecFields, |e| Exec {
                 filename: e.filename,
+                filename_raw: Raw(e.filename_raw),
                 argv: e.argv,
+                argv_raw: RawList(e.argv_raw),
                 argv_truncated: e.argv_truncated,
                 filename_truncated: IfSet(e.filename_truncated),
             })
@@ -118,13 +124,17 @@ macro_rules! event_types {
                 sport: Option<u16>,
                 /// destination port
                 dport: u16,
+                /// the connection was established (false: its connect was refused or timed out, or it was closed while connecting)
+                connected: bool,
             }
             decode(NetFields, |n| TcpClose {
                 family: n.family, saddr: n.saddr, daddr: n.daddr, sport: n.sport, dport: n.dport,
+                connected: n.connected,
             })
+            // (the connect programs remember each connect's destination)
             probe("tcp_close", [
-                plan("kprobe", &[a("bpfcap_tcpx_kp", Kprobe, "tcp_close")]),
-                plan("fentry", &[a("bpfcap_tcpx_fe", Fentry, "tcp_close")]),
+                plan("kprobe", &[a("bpfcap_tcpx_kp", Kprobe, "tcp_close"), a("bpfcap_tcpc_kp", Kprobe, "tcp_connect")]),
+                plan("fentry", &[a("bpfcap_tcpx_fe", Fentry, "tcp_close"), a("bpfcap_tcpc_fe", Fentry, "tcp_connect")]),
                 plan("tracepoint", &[a("bpfcap_sockst", Tracepoint, "sock:inet_sock_set_state")]),
             ])
 
@@ -149,9 +159,14 @@ macro_rules! event_types {
                     a("bpfcap_udp_fe", Fentry, "udp_sendmsg"),
                     a("bpfcap_udp6_fe", Fentry, "udpv6_sendmsg"),
                 ]),
+                // (write and writev on a connected socket: the file programs)
                 plan("tracepoint", &[
                     a("bpfcap_sendto", Tracepoint, "syscalls:sys_enter_sendto"),
                     a("bpfcap_sendmsg", Tracepoint, "syscalls:sys_enter_sendmsg"),
+                    opt("bpfcap_sendmmsg_etp", Tracepoint, "syscalls:sys_enter_sendmmsg"),
+                    opt("bpfcap_sendmmsg_xtp", Tracepoint, "syscalls:sys_exit_sendmmsg"),
+                    a("bpfcap_wr_etp", Tracepoint, "syscalls:sys_enter_write"),
+                    a("bpfcap_wrv_etp", Tracepoint, "syscalls:sys_enter_writev"),
                 ]),
             ])
 
@@ -159,6 +174,8 @@ macro_rules! event_types {
             FileOpen = 7 FILE_OPEN "file_open" {
                 /// absolute path, or its end when `path_truncated`
                 path: String,
+                /// present only when `path` is not UTF-8 (it has U+FFFD then): its bytes, hex
+                path_raw: Raw,
                 /// the path was cut (deeper than 32 levels or longer than 2048 bytes)
                 path_truncated: bool,
                 /// file descriptor (null from kprobe, fentry and LSM mechanisms)
@@ -166,7 +183,9 @@ macro_rules! event_types {
                 /// the open file's `f_flags`
                 flags: Option<u32>,
             }
-            decode(FileFields, |f| FileOpen { path: f.path, path_truncated: f.path_truncated, fd: f.fd, flags: f.flags })
+            decode(FileFields, |f| FileOpen {
+                path: f.path, path_raw: Raw(f.path_raw), path_truncated: f.path_truncated, fd: f.fd, flags: f.flags,
+            })
             probe("vfs_open", [
                 plan("kprobe", with_rename_watch![a("bpfcap_open_kp", Kprobe, "vfs_open")]),
                 plan("fentry", with_rename_watch![a("bpfcap_open_fe", Fentry, "vfs_open")]),
@@ -182,6 +201,8 @@ macro_rules! event_types {
             FileRead = 8 FILE_READ "file_read" {
                 /// absolute path, or its end when `path_truncated`; `pipe:[INODE]`, `socket:[INODE]` or `anon_inode:[NAME]` for what is not a file
                 path: String,
+                /// present only when `path` is not UTF-8 (it has U+FFFD then): its bytes, hex
+                path_raw: Raw,
                 /// the path was cut (deeper than 32 levels or longer than 2048 bytes)
                 path_truncated: bool,
                 /// file descriptor (null from kprobe, fentry and LSM mechanisms)
@@ -189,13 +210,15 @@ macro_rules! event_types {
                 /// bytes read (null if the mechanism cannot know)
                 bytes: Option<i64>,
             }
-            decode(FileFields, |f| FileRead { path: f.path, path_truncated: f.path_truncated, fd: f.fd, bytes: f.bytes })
+            decode(FileFields, |f| FileRead {
+                path: f.path, path_raw: Raw(f.path_raw), path_truncated: f.path_truncated, fd: f.fd, bytes: f.bytes,
+            })
             probe("vfs_read", [
-                plan("kprobe", with_copies![
+                plan("kprobe", with_vectored![read:
                     a("bpfcap_rd_kp", Kprobe, "vfs_read"),
                     a("bpfcap_rd_krp", Kretprobe, "vfs_read"),
                 ]),
-                plan("fentry", with_copies![a("bpfcap_rd_fx", Fexit, "vfs_read")]),
+                plan("fentry", with_vectored![read: a("bpfcap_rd_fx", Fexit, "vfs_read")]),
                 plan("tracepoint", with_copies![
                     a("bpfcap_rd_etp", Tracepoint, "syscalls:sys_enter_read"),
                     a("bpfcap_rd_xtp", Tracepoint, "syscalls:sys_exit_read"),
@@ -214,6 +237,8 @@ macro_rules! event_types {
             FileWrite = 9 FILE_WRITE "file_write" {
                 /// absolute path, or its end when `path_truncated`; `pipe:[INODE]`, `socket:[INODE]` or `anon_inode:[NAME]` for what is not a file
                 path: String,
+                /// present only when `path` is not UTF-8 (it has U+FFFD then): its bytes, hex
+                path_raw: Raw,
                 /// the path was cut (deeper than 32 levels or longer than 2048 bytes)
                 path_truncated: bool,
                 /// file descriptor (null from kprobe, fentry and LSM mechanisms)
@@ -221,23 +246,25 @@ macro_rules! event_types {
                 /// bytes written (null if the mechanism cannot know)
                 bytes: Option<i64>,
             }
-            decode(FileFields, |f| FileWrite { path: f.path, path_truncated: f.path_truncated, fd: f.fd, bytes: f.bytes })
+            decode(FileFields, |f| FileWrite {
+                path: f.path, path_raw: Raw(f.path_raw), path_truncated: f.path_truncated, fd: f.fd, bytes: f.bytes,
+            })
             probe("vfs_write", [
-                plan("kprobe", with_copies![
+                plan("kprobe", with_vectored![write:
                     a("bpfcap_wr_kp", Kprobe, "vfs_write"),
                     a("bpfcap_wr_krp", Kretprobe, "vfs_write"),
                 ]),
-                plan("fentry", with_copies![a("bpfcap_wr_fx", Fexit, "vfs_write")]),
+                plan("fentry", with_vectored![write: a("bpfcap_wr_fx", Fexit, "vfs_write")]),
                 plan("tracepoint", with_copies![
                     a("bpfcap_wr_etp", Tracepoint, "syscalls:sys_enter_write"),
                     a("bpfcap_wr_xtp", Tracepoint, "syscalls:sys_exit_write"),
-                    opt("bpfcap_wr_etp", Tracepoint, "syscalls:sys_enter_pwrite64"),
+                    opt("bpfcap_pwr_etp", Tracepoint, "syscalls:sys_enter_pwrite64"),
                     opt("bpfcap_wr_xtp", Tracepoint, "syscalls:sys_exit_pwrite64"),
-                    opt("bpfcap_wr_etp", Tracepoint, "syscalls:sys_enter_writev"),
+                    opt("bpfcap_wrv_etp", Tracepoint, "syscalls:sys_enter_writev"),
                     opt("bpfcap_wr_xtp", Tracepoint, "syscalls:sys_exit_writev"),
-                    opt("bpfcap_wr_etp", Tracepoint, "syscalls:sys_enter_pwritev"),
+                    opt("bpfcap_pwr_etp", Tracepoint, "syscalls:sys_enter_pwritev"),
                     opt("bpfcap_wr_xtp", Tracepoint, "syscalls:sys_exit_pwritev"),
-                    opt("bpfcap_wr_etp", Tracepoint, "syscalls:sys_enter_pwritev2"),
+                    opt("bpfcap_pwr_etp", Tracepoint, "syscalls:sys_enter_pwritev2"),
                     opt("bpfcap_wr_xtp", Tracepoint, "syscalls:sys_exit_pwritev2"),
                 ]),
             ])
@@ -246,8 +273,10 @@ macro_rules! event_types {
             ExecCheck = 10 EXEC_CHECK "exec_check" {
                 /// the path as given to execve
                 filename: String,
+                /// present only when `filename` is not UTF-8 (it has U+FFFD then): its bytes, hex
+                filename_raw: Raw,
             }
-            decode(FileFields, |f| ExecCheck { filename: f.path })
+            decode(FileFields, |f| ExecCheck { filename: f.path, filename_raw: Raw(f.path_raw) })
             probe("bprm_check_security", [
                 plan("lsm", &[a("bpfcap_xchk_lsm", Lsm, "bprm_check_security")]),
                 plan("fentry", &[a("bpfcap_xchk_fe", Fentry, "security_bprm_check")]),
@@ -259,6 +288,8 @@ macro_rules! event_types {
             FilePermission = 11 FILE_PERMISSION "file_permission" {
                 /// absolute path, or its end when `path_truncated`; `pipe:[INODE]`, `socket:[INODE]` or `anon_inode:[NAME]` for what is not a file
                 path: String,
+                /// present only when `path` is not UTF-8 (it has U+FFFD then): its bytes, hex
+                path_raw: Raw,
                 /// the path was cut (deeper than 32 levels or longer than 2048 bytes)
                 path_truncated: bool,
                 /// file descriptor (null from kprobe, fentry and LSM mechanisms)
@@ -267,7 +298,7 @@ macro_rules! event_types {
                 mask: Option<u32>,
             }
             decode(FileFields, |f| FilePermission {
-                path: f.path, path_truncated: f.path_truncated, fd: f.fd, mask: f.flags,
+                path: f.path, path_raw: Raw(f.path_raw), path_truncated: f.path_truncated, fd: f.fd, mask: f.flags,
             })
             probe("file_permission", [
                 plan("lsm", with_rename_watch![a("bpfcap_perm_lsm", Lsm, "file_permission")]),
@@ -280,10 +311,10 @@ macro_rules! event_types {
                     opt("bpfcap_rd_etp", Tracepoint, "syscalls:sys_enter_readv"),
                     opt("bpfcap_rd_etp", Tracepoint, "syscalls:sys_enter_preadv"),
                     opt("bpfcap_rd_etp", Tracepoint, "syscalls:sys_enter_preadv2"),
-                    opt("bpfcap_wr_etp", Tracepoint, "syscalls:sys_enter_pwrite64"),
-                    opt("bpfcap_wr_etp", Tracepoint, "syscalls:sys_enter_writev"),
-                    opt("bpfcap_wr_etp", Tracepoint, "syscalls:sys_enter_pwritev"),
-                    opt("bpfcap_wr_etp", Tracepoint, "syscalls:sys_enter_pwritev2"),
+                    opt("bpfcap_pwr_etp", Tracepoint, "syscalls:sys_enter_pwrite64"),
+                    opt("bpfcap_wrv_etp", Tracepoint, "syscalls:sys_enter_writev"),
+                    opt("bpfcap_pwr_etp", Tracepoint, "syscalls:sys_enter_pwritev"),
+                    opt("bpfcap_pwr_etp", Tracepoint, "syscalls:sys_enter_pwritev2"),
                 ]),
             ])
         }

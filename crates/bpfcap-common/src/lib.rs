@@ -54,6 +54,9 @@ pub mod flag {
     /// and the dentry's name, for a pipe, socket or anonymous inode to be
     /// told from the root directory.
     pub const PSEUDO: u16 = 1 << 10;
+    /// A `tcp_close` of a socket that never was connected: its connect was
+    /// refused, timed out, or the socket was closed before it completed.
+    pub const NOT_CONNECTED: u16 = 1 << 11;
 }
 
 /// Bytes before the name in the data of a `flag::PSEUDO` file record.
@@ -289,7 +292,9 @@ kernel_offsets! {
     sk_v6_rcv_saddr => "sock", "__sk_common.skc_v6_rcv_saddr";
     sk_protocol => "sock", "sk_protocol";
     sk_state => "sock", "__sk_common.skc_state";
+    tcp_bytes_acked => "tcp_sock", "bytes_acked";
     sk_type => "sock", "sk_type";
+    sk_socket => "sock", "sk_socket";
     msghdr_name => "msghdr", "msg_name";
     nsproxy_net_ns => "nsproxy", "net_ns";
     net_ns_inum => "net", "ns.inum";

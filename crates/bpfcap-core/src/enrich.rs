@@ -95,7 +95,7 @@ mod tests {
     use super::*;
     use crate::{
         event::Meta,
-        types::{Exec, IfSet},
+        types::{Exec, IfSet, Raw, RawList},
     };
 
     static LOOKUPS: AtomicUsize = AtomicUsize::new(0);
@@ -114,6 +114,8 @@ mod tests {
                 filename: "/bin/x".into(),
                 argv: argv.iter().map(|s| s.to_string()).collect(),
                 filename_truncated: IfSet(false),
+                filename_raw: Raw(None),
+                argv_raw: RawList(None),
                 argv_truncated: false,
             }
             .into(),

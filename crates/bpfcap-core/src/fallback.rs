@@ -30,6 +30,8 @@ pub struct ProbeStatus {
     pub attachments: Vec<(&'static str, &'static str)>,
     /// Why each preferred plan before it failed (`mechanism: reason`).
     pub skipped: Vec<String>,
+    /// The optional attachments the plan went on without (`target: reason`).
+    pub left_out: Vec<String>,
     /// Whether its events are wanted (else it is attached for process-tree tracking only).
     pub enabled: bool,
 }
@@ -79,13 +81,14 @@ impl<L> Attacher<L> {
                 continue;
             }
             match self.attach_plan(kernel, plan) {
-                Ok(attachments) => {
+                Ok((attachments, left_out)) => {
                     self.active.push(ProbeStatus {
                         name: probe.name,
                         kind: probe.kind,
                         mechanism: plan.mechanism,
                         attachments,
                         skipped,
+                        left_out,
                         enabled: false,
                     });
                     return Ok(());
@@ -105,13 +108,15 @@ impl<L> Attacher<L> {
         Err(Error::attach(probe.name, "any mechanism", skipped.join("; ")))
     }
 
-    /// Attaches every program of a plan, or none of them.
+    /// Attaches every program of a plan, or none of them; the optional ones
+    /// that cannot be made are left out, and said why.
+    #[allow(clippy::type_complexity)]
     fn attach_plan(
         &mut self,
         kernel: &mut impl Kernel<Link = L>,
         plan: &'static Plan,
-    ) -> Result<Vec<(&'static str, &'static str)>> {
-        let mut done = Vec::new();
+    ) -> Result<(Vec<(&'static str, &'static str)>, Vec<String>)> {
+        let (mut done, mut left_out) = (Vec::new(), Vec::new());
         for at in plan.attach {
             if at.optional && at.ty == ProgType::Tracepoint && !kernel.tracepoint_exists(at.target) {
                 continue;
@@ -130,7 +135,7 @@ impl<L> Attacher<L> {
                 // An optional attachment that cannot be made (the rename watch
                 // where perf events need CAP_SYS_ADMIN, as on Debian's kernels
                 // with perf_event_paranoid 3): the plan goes on without it.
-                Err(_) if at.optional => {}
+                Err(e) if at.optional => left_out.push(format!("{}: {e}", at.target)),
                 Err(e) => {
                     for key in done {
                         self.release(key);
@@ -139,7 +144,7 @@ impl<L> Attacher<L> {
                 }
             }
         }
-        Ok(done)
+        Ok((done, left_out))
     }
 
     fn release(&mut self, key: (&'static str, &'static str)) {
@@ -256,6 +261,12 @@ mod tests {
         a.attach_probe(&mut k, probe("vfs_open")).unwrap();
         assert_eq!(a.active[0].mechanism, "fentry");
         assert_eq!(a.active[0].attachments, [("bpfcap_open_fe", "vfs_open")]);
+        let left_out = &a.active[0].left_out;
+        assert_eq!(left_out.len(), 6, "{left_out:?}");
+        assert!(
+            left_out[0].starts_with("syscalls:sys_exit_rename: ") && left_out[0].contains("attaching needs"),
+            "{left_out:?}"
+        );
     }
 
     #[test]

@@ -85,6 +85,34 @@ use ProgType::*;
 /// The copies (copy_file_range, splice, sendfile: a read and a write in one
 /// syscall), seen through their syscalls on every mechanism (vfs_read and
 /// vfs_write do not see them); with the rename watch.
+/// Where vfs_read and vfs_write are probed (kprobe, fentry): readv, preadv,
+/// preadv2 and their writes, which do not pass through those, seen through
+/// their syscalls; with the copies.
+macro_rules! with_vectored {
+    (read: $($at:expr),* $(,)?) => {
+        with_copies![
+            $($at,)*
+            opt("bpfcap_rdvec_etp", Tracepoint, "syscalls:sys_enter_readv"),
+            opt("bpfcap_rd_xtp", Tracepoint, "syscalls:sys_exit_readv"),
+            opt("bpfcap_rdvec_etp", Tracepoint, "syscalls:sys_enter_preadv"),
+            opt("bpfcap_rd_xtp", Tracepoint, "syscalls:sys_exit_preadv"),
+            opt("bpfcap_rdvec_etp", Tracepoint, "syscalls:sys_enter_preadv2"),
+            opt("bpfcap_rd_xtp", Tracepoint, "syscalls:sys_exit_preadv2"),
+        ]
+    };
+    (write: $($at:expr),* $(,)?) => {
+        with_copies![
+            $($at,)*
+            opt("bpfcap_wrvec_etp", Tracepoint, "syscalls:sys_enter_writev"),
+            opt("bpfcap_wr_xtp", Tracepoint, "syscalls:sys_exit_writev"),
+            opt("bpfcap_wrvec_etp", Tracepoint, "syscalls:sys_enter_pwritev"),
+            opt("bpfcap_wr_xtp", Tracepoint, "syscalls:sys_exit_pwritev"),
+            opt("bpfcap_wrvec_etp", Tracepoint, "syscalls:sys_enter_pwritev2"),
+            opt("bpfcap_wr_xtp", Tracepoint, "syscalls:sys_exit_pwritev2"),
+        ]
+    };
+}
+
 macro_rules! with_copies {
     ($($at:expr),* $(,)?) => {
         with_rename_watch![

@@ -169,7 +169,7 @@ mod tests {
     use bpfcap_common::{kind, Header};
 
     use super::*;
-    use crate::types::{Exec, Exit, FileWrite, IfSet, TcpConnect};
+    use crate::types::{Exec, Exit, FileWrite, IfSet, Raw, RawList, TcpConnect};
 
     fn event(kind: u16, payload: Payload) -> Event {
         let mut comm = [0u8; 16];
@@ -195,6 +195,8 @@ mod tests {
                 filename: "/bin/ls".into(),
                 argv: vec!["ls".into(), "-l".into()],
                 filename_truncated: IfSet(false),
+                filename_raw: Raw(None),
+                argv_raw: RawList(None),
                 argv_truncated: true,
             }
             .into(),
@@ -202,7 +204,14 @@ mod tests {
         assert_eq!(line(&exec), "01:02:03.000004 process_exec         42       1 sh               ls -l ...\n");
         let write = event(
             kind::FILE_WRITE,
-            FileWrite { path: "/tmp/x".into(), path_truncated: false, fd: Some(3), bytes: Some(5) }.into(),
+            FileWrite {
+                path: "/tmp/x".into(),
+                path_raw: Raw(None),
+                path_truncated: false,
+                fd: Some(3),
+                bytes: Some(5),
+            }
+            .into(),
         );
         assert!(line(&write).ends_with(" sh               /tmp/x fd=3 bytes=5\n"), "{}", line(&write));
         let connect = event(
@@ -231,6 +240,8 @@ mod tests {
                 filename: "/x".into(),
                 argv: vec!["a\nfake line".into(), "\u{1b}[2J\\".into()],
                 filename_truncated: IfSet(false),
+                filename_raw: Raw(None),
+                argv_raw: RawList(None),
                 argv_truncated: false,
             }
             .into(),

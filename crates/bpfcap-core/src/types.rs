@@ -79,6 +79,37 @@ field!(Family, "str", |f| Value::Str(family_name(f.0)));
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Family(pub u16);
 
+/// The original bytes of a text field that is not UTF-8, as hex (its text
+/// has U+FFFD for each bad sequence); the key is left out otherwise.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Raw(pub Option<Box<String>>); // (boxed: rare, and events stay small)
+
+impl Field for Raw {
+    const SCHEMA: &'static str = "str";
+    const OPTIONAL: bool = true;
+    fn value(&self) -> Value<'_> {
+        self.0.as_deref().map_or(Value::Null, |s| Value::Str(s))
+    }
+    fn omitted(&self) -> bool {
+        self.0.is_none()
+    }
+}
+
+/// As [`Raw`], for a list of texts (all of them, when one is not UTF-8).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RawList(pub Option<Box<Vec<String>>>);
+
+impl Field for RawList {
+    const SCHEMA: &'static str = "list[str]";
+    const OPTIONAL: bool = true;
+    fn value(&self) -> Value<'_> {
+        self.0.as_deref().map_or(Value::Null, |v| Value::Strs(v))
+    }
+    fn omitted(&self) -> bool {
+        self.0.is_none()
+    }
+}
+
 /// A flag whose key appears (as `true`) only when it is set.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct IfSet(pub bool);

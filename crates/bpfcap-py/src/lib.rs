@@ -373,6 +373,7 @@ fn probe_dict<'py>(py: Python<'py>, p: &bpfcap_core::ProbeStatus) -> PyResult<Bo
     d.set_item("targets", p.attachments.iter().map(|(_, t)| *t).collect::<Vec<_>>())?;
     d.set_item("programs", p.attachments.iter().map(|(prog, _)| *prog).collect::<Vec<_>>())?;
     d.set_item("skipped", &p.skipped)?;
+    d.set_item("left_out", &p.left_out)?;
     d.set_item("enabled", p.enabled)?;
     Ok(d)
 }
