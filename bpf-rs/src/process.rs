@@ -8,7 +8,8 @@ use aya_ebpf::{
     maps::{LruHashMap, PerCpuArray},
     programs::RawTracePointContext,
 };
-use bpfcap_common::{flag, kind, ExecRecord, ExitRecord, ForkRecord, ARGV_MAX, FILENAME_MAX, MAX_TRACKED};
+use aya_ebpf::{macros::tracepoint, programs::TracePointContext};
+use bpfcap_common::{flag, kind, ExecRecord, ExitRecord, ForkRecord, ARGV_MAX, FILENAME_MAX, MAX_TRACKED, NAME_CAP};
 
 use crate::common::{admit, emit, fill_header, off, output, peek, read_kernel, track_exit, track_fork, track_free};
 
@@ -17,7 +18,45 @@ use crate::common::{admit, emit, fill_header, off, output, peek, read_kernel, tr
 #[map(name = "BPFCAP_EXEC_TMP")]
 static EXEC_SCRATCH: PerCpuArray<ExecRecord> = PerCpuArray::with_max_entries(1, 0);
 
-const DATA_OFFSET: usize = core::mem::size_of::<ExecRecord>() - FILENAME_MAX - ARGV_MAX;
+const DATA_OFFSET: usize = core::mem::size_of::<ExecRecord>() - FILENAME_MAX - ARGV_MAX - NAME_CAP;
+
+/// The argv[0] each execve was given, by thread, until its exec: a script's
+/// is replaced by its interpreter's argv (binfmt_script) before the exec
+/// event can read it. (`NAME_CAP` bytes, NUL-terminated.)
+#[map(name = "BPFCAP_ARG0")]
+static ARG0: LruHashMap<u32, [u8; NAME_CAP]> = LruHashMap::with_max_entries(4096, 0);
+
+#[map(name = "BPFCAP_ARG0_TMP")]
+static ARG0_SCRATCH: PerCpuArray<[u8; NAME_CAP]> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn remember_arg0(argv: u64) {
+    if argv == 0 || !crate::common::enabled(kind::PROCESS_EXEC) {
+        return;
+    }
+    let Some(buf) = ARG0_SCRATCH.get_ptr_mut(0) else { return };
+    let buf = unsafe { &mut *buf };
+    let Ok(arg0) = (unsafe { aya_ebpf::helpers::bpf_probe_read_user(argv as *const u64) }) else { return };
+    let n = unsafe { h::bpf_probe_read_user_str(buf.as_mut_ptr().cast(), NAME_CAP as u32, arg0 as *const _) };
+    if n > 0 {
+        let tid = unsafe { h::bpf_get_current_pid_tgid() } as u32;
+        let _ = ARG0.insert(&tid, buf, 0);
+    }
+}
+
+/// `syscalls:sys_enter_execve(filename, argv, envp)`.
+#[tracepoint]
+pub fn bpfcap_execve_etp(ctx: TracePointContext) -> u32 {
+    remember_arg0(crate::common::syscall_arg(&ctx, 1));
+    0
+}
+
+/// `syscalls:sys_enter_execveat(fd, filename, argv, envp, flags)`.
+#[tracepoint]
+pub fn bpfcap_execveat_etp(ctx: TracePointContext) -> u32 {
+    remember_arg0(crate::common::syscall_arg(&ctx, 2));
+    0
+}
 
 /// `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
@@ -70,11 +109,29 @@ fn try_exec(ctx: &RawTracePointContext) -> Option<()> {
         }
     }
 
+    // A script: its argv[0] as given (the one argv holds is its interpreter's).
+    let old_tid = ctx.arg::<u32>(1);
+    let mut arg0_len: usize = 0;
+    let script =
+        read_kernel::<u64>(bprm, off!(bprm_interp)).is_some_and(|i| Some(i) != read_kernel(bprm, off!(bprm_filename)));
+    if let Some(arg0) = unsafe { ARG0.get(&old_tid) } {
+        if script {
+            let dst = unsafe { data.add(fname_len + argv_len) };
+            let n = unsafe { h::bpf_probe_read_kernel_str(dst.cast(), NAME_CAP as u32, arg0.as_ptr().cast()) };
+            if n > 0 {
+                arg0_len = (n as usize).min(NAME_CAP - 1) & (NAME_CAP - 1);
+                rec.hdr.flags |= flag::SCRIPT;
+            }
+        }
+        let _ = ARG0.remove(&old_tid);
+    }
+
     rec.filename_len = fname_len as u16;
     rec.argv_len = argv_len as u16;
+    rec.arg0_len = arg0_len as u16;
     rec._pad = 0;
-    // Both parts are masked above, so the verifier can bound the size.
-    let size = DATA_OFFSET + fname_len + argv_len;
+    // Every part is masked above, so the verifier can bound the size.
+    let size = DATA_OFFSET + fname_len + argv_len + arg0_len;
     rec.hdr.size = size as u32;
     output(kind::PROCESS_EXEC, (rec as *mut ExecRecord).cast(), size);
     Some(())

@@ -429,6 +429,7 @@ async def test_names_that_are_not_utf8_keep_their_bytes(tmp_path: Path, token: s
     arg = b"\xff\xfe" + token.encode()
 
     def act() -> None:
+        os.close(os.open(os.devnull, os.O_RDONLY))  # (a name that is UTF-8)
         fd = os.open(name, os.O_CREAT | os.O_WRONLY, 0o600)
         os.write(fd, b"x")
         os.close(fd)
@@ -447,8 +448,8 @@ async def test_names_that_are_not_utf8_keep_their_bytes(tmp_path: Path, token: s
     (ex,) = [e for e in events if e.type == EventType.PROCESS_EXEC and token in "".join(e.argv)]
     assert ex.argv == ["/bin/true", arg.decode(errors="replace")]
     assert [bytes.fromhex(a) for a in ex.argv_raw] == [b"/bin/true", arg] and ex.filename_raw is None
-    plain = [e for e in events if e.type == EventType.FILE_OPEN and e.path_raw is None]
-    assert plain and all("path_raw" not in e.to_dict() for e in plain)
+    plain = mine(events, type=EventType.FILE_OPEN, path=os.devnull, pid=os.getpid())
+    assert plain and all(e.path_raw is None and "path_raw" not in e.to_dict() for e in plain)
 
 
 async def test_deep_paths_are_complete_and_long_ones_say_so(tmp_path: Path, token: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import os
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -35,6 +36,34 @@ async def test_exec_of_echo_has_pid_ppid_argv_and_filename(token: str) -> None:
     assert e.mnt_ns == os.stat("/proc/self/ns/mnt").st_ino
     assert e.pid_ns == os.stat("/proc/self/ns/pid_for_children").st_ino
     assert e.cgroup_id > 0 and e.ts_ns > 0 and e.time.endswith("Z")
+
+
+async def test_a_script_is_reported_with_the_argv_it_was_run_with(tmp_path: Path, token: str) -> None:
+    """execve("./s.sh", ["my-name", "a"]) of a `#!/bin/sh` script, and one of
+    `#!/usr/bin/env python3` run by its absolute path: argv as strace sees it
+    given to execve, the interpreter's own argv apart."""
+    sh = tmp_path / "s.sh"
+    sh.write_text("#!/bin/sh\n:\n")
+    py = tmp_path / "p.py"
+    py.write_text("#!/usr/bin/env python3\n")
+    for f in (sh, py):
+        f.chmod(0o700)
+    runs = [(["my-" + token, "a"], "./s.sh"), ([str(py), token, "b c"], str(py))]
+    traced = subprocess.run(["strace", "-f", "-qq", "-e", "trace=execve", "-s", "256", sys.executable, "-c",
+                             "import subprocess, sys; [subprocess.run(a, executable=x, cwd=sys.argv[1], check=True) "
+                             f"for a, x in {runs!r}]", str(tmp_path)], capture_output=True, text=True, check=True)
+    for argv, exe in runs:  # the reference: what the execve was given
+        assert f'execve("{exe}", [{", ".join(repr(a).replace(chr(39), chr(34)) for a in argv)}]' in traced.stderr
+
+    async with CaptureManager(FAST) as mgr, await mgr.subscribe([EventType.PROCESS_EXEC]) as sub:
+        for argv, exe in runs:
+            subprocess.run(argv, executable=exe, cwd=tmp_path, check=True)
+        events = await collect_until(sub, lambda seen: sum(token in "".join(e.argv or []) for e in seen) >= 3)
+        assert [p["left_out"] for p in mgr.probes() if p["name"] == "sched_process_exec"] == [[]]
+    got = [(e.filename, e.argv, e.interpreter) for e in events if token in "".join(e.argv or [])]
+    assert got[:2] == [("./s.sh", ["my-" + token, "a"], ["/bin/sh"]), (str(py), [str(py), token, "b c"], ["/usr/bin/env", "python3"])]
+    # then env runs python3 on the script (a binary, or here pyenv's shim: a script itself)
+    assert got[2][1][-3:] == [str(py), token, "b c"]
 
 
 async def test_exit_code_7_and_a_signal() -> None:
@@ -155,7 +184,8 @@ async def test_stop_detaches_every_program_and_map() -> None:
     await mgr.start()
     sub = await mgr.subscribe([EventType.PROCESS_EXEC, EventType.PROCESS_EXIT, EventType.PROCESS_FORK])
     assert {p["name"] for p in mgr.probes()} == {"sched_process_exec", "sched_process_exit", "sched_process_fork"}
-    assert {prog for p in mgr.probes() for prog in p["programs"]} == {"bpfcap_exec", "bpfcap_exit", "bpfcap_free", "bpfcap_fork"}
+    assert {prog for p in mgr.probes() for prog in p["programs"]} == {
+        "bpfcap_exec", "bpfcap_execve_etp", "bpfcap_execveat_etp", "bpfcap_exit", "bpfcap_free", "bpfcap_fork"}
     progs = {p["name"] for p in bpf_objects("prog")}
     assert {"bpfcap_exec", "bpfcap_exit", "bpfcap_free", "bpfcap_fork"} <= progs
     await mgr.stop()

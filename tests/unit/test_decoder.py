@@ -55,7 +55,7 @@ def test_json_has_the_documented_keys() -> None:
     common = {"type", "ts_ns", "time", "pid", "tid", "ppid", "uid", "gid", "comm", "cgroup_id",
               "container_id", "pod_uid", "mnt_ns", "pid_ns", "net_ns", "session"}
     extra = {
-        "process_exec": {"filename", "argv", "argv_truncated"},
+        "process_exec": {"filename", "argv", "argv_truncated", "interpreter"},
         "process_exit": {"exit_code", "signal", "core_dumped"},
         "process_fork": {"child_pid"},
     }

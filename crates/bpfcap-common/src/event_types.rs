@@ -24,7 +24,7 @@ macro_rules! event_types {
     ($then:ident) => {
         $then! {
             keys [
-                filename, filename_raw, argv, argv_raw, argv_truncated, filename_truncated, exit_code, signal, core_dumped, child_pid,
+                filename, filename_raw, argv, argv_raw, argv_truncated, interpreter, filename_truncated, exit_code, signal, core_dumped, child_pid,
                 family, saddr, sport, daddr, dport, connected, bytes, path, path_raw, path_truncated, fd, flags, mask,
             ]
 
@@ -40,6 +40,8 @@ macro_rules! event_types {
                 argv_raw: RawList,
                 /// argv was cut
                 argv_truncated: bool,
+                /// a script's `#!` interpreter and its argument (`["/bin/sh"]`), null for a binary; argv is the script's own
+                interpreter: Option<Box<Vec<String>>>,
                 /// present (true) only when the filename was cut
                 filename_truncated: IfSet,
             }
@@ -48,11 +50,17 @@ macro_rules! event_types {
                 filename_raw: Raw(e.filename_raw),
                 argv: e.argv,
                 argv_raw: RawList(e.argv_raw),
+                interpreter: e.interpreter,
                 argv_truncated: e.argv_truncated,
                 filename_truncated: IfSet(e.filename_truncated),
             })
+            // (execve's entries keep the argv[0] a script's exec replaces)
             probe("sched_process_exec", [
-                plan("raw_tracepoint", &[a("bpfcap_exec", RawTracepoint, "sched_process_exec")]),
+                plan("raw_tracepoint", &[
+                    a("bpfcap_exec", RawTracepoint, "sched_process_exec"),
+                    opt("bpfcap_execve_etp", Tracepoint, "syscalls:sys_enter_execve"),
+                    opt("bpfcap_execveat_etp", Tracepoint, "syscalls:sys_enter_execveat"),
+                ]),
             ])
 
             /// A process (its last thread) exited.

@@ -57,6 +57,8 @@ pub mod flag {
     /// A `tcp_close` of a socket that never was connected: its connect was
     /// refused, timed out, or the socket was closed before it completed.
     pub const NOT_CONNECTED: u16 = 1 << 11;
+    /// The exec ran a script through its `#!` interpreter.
+    pub const SCRIPT: u16 = 1 << 12;
 }
 
 /// Bytes before the name in the data of a `flag::PSEUDO` file record.
@@ -92,7 +94,9 @@ pub struct Header {
 }
 
 /// `process_exec`: `data` holds the filename (NUL-terminated, `filename_len`
-/// bytes with the NUL) followed by `argv_len` bytes of NUL-separated argv.
+/// bytes with the NUL) followed by `argv_len` bytes of NUL-separated argv,
+/// then, for a script (`flag::SCRIPT`), `arg0_len` bytes of the argv[0] the
+/// execve was given (the kernel replaced it with the interpreter's argv).
 /// Only `size` bytes are sent, so the unused tail of `data` never crosses the ring.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -100,8 +104,9 @@ pub struct ExecRecord {
     pub hdr: Header,
     pub filename_len: u16,
     pub argv_len: u16,
-    pub _pad: u32,
-    pub data: [u8; FILENAME_MAX + ARGV_MAX],
+    pub arg0_len: u16,
+    pub _pad: u16,
+    pub data: [u8; FILENAME_MAX + ARGV_MAX + NAME_CAP],
 }
 
 /// `process_exit`: sent when the last thread of a process exits.
@@ -259,6 +264,7 @@ kernel_offsets! {
     pid_ns_inum => "pid_namespace", "ns.inum";
     bprm_filename => "linux_binprm", "filename";
     bprm_file => "linux_binprm", "file";
+    bprm_interp => "linux_binprm", "interp";
     task_files => "task_struct", "files";
     files_fdt => "files_struct", "fdt";
     fdt_fd => "fdtable", "fd";

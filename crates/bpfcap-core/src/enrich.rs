@@ -116,6 +116,7 @@ mod tests {
                 filename_truncated: IfSet(false),
                 filename_raw: Raw(None),
                 argv_raw: RawList(None),
+                interpreter: None,
                 argv_truncated: false,
             }
             .into(),

@@ -197,6 +197,7 @@ mod tests {
                 filename_truncated: IfSet(false),
                 filename_raw: Raw(None),
                 argv_raw: RawList(None),
+                interpreter: None,
                 argv_truncated: true,
             }
             .into(),
@@ -242,6 +243,7 @@ mod tests {
                 filename_truncated: IfSet(false),
                 filename_raw: Raw(None),
                 argv_raw: RawList(None),
+                interpreter: None,
                 argv_truncated: false,
             }
             .into(),

@@ -65,6 +65,7 @@ field!(bool, "bool", |b| Value::Bool(*b));
 field!(u32, "int", |u| Value::UInt((*u).into()));
 field!(u16, "int", |u| Value::UInt((*u).into()));
 field!(Vec<String>, "list[str]", |v| Value::Strs(v));
+field!(Option<Box<Vec<String>>>, "list[str]?", |v| v.as_deref().map_or(Value::Null, |v| Value::Strs(v)));
 field!(IpAddr, "str", |a| Value::String(a.to_string()));
 field!(Option<IpAddr>, "str?", |a| a.map_or(Value::Null, |a| Value::String(a.to_string())));
 field!(Option<u8>, "int?", |v| v.map_or(Value::Null, |v| Value::UInt(v.into())));
