@@ -330,7 +330,8 @@ pub enum UdpWrite {
 /// `file`: the fd's file if the caller looked it up already.
 #[inline(always)]
 pub fn udp_write(ctx: &TracePointContext, file: u64, how: UdpWrite) {
-    if !enabled(kind::UDP_SEND) {
+    // (the types' filter first: it costs no kernel read)
+    if !admit_type(kind::UDP_SEND) {
         return;
     }
     let file = if file != 0 { file } else { file_of_fd(syscall_arg(ctx, 0) as i64) };

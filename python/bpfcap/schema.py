@@ -157,7 +157,7 @@ MEANING: dict[str, str] = {
     "processes": "the process tree: pid, ppid, argv, filename, exit_code, signal, children",
     "files": "per path: opens, reads, read_bytes, writes, written_bytes (files only)",
     "streams": "per pipe, socket or anonymous inode (`pipe:[INODE]`, `socket:[INODE]`, `anon_inode:[eventfd]`): reads, read_bytes, writes, written_bytes",
-    "tcp": "per destination the run connected to: family, daddr, dport, connects, failed (connects refused or timed out), closes (of those connections)",
+    "tcp": "per destination the run connected to: family, daddr, dport, connects (established), failed (connects refused or timed out), closes (of the established)",
     "udp": "per destination: family, daddr, dport, sends, bytes",
     "exec_checks": "per filename: count",
     "file_permissions": "per path and mask: access (read, write, ...), count",

@@ -103,7 +103,13 @@ class Summary:
                 f["written_bytes"] += e.bytes or 0
         elif t in (EventType.TCP_CONNECT, EventType.TCP_CLOSE):
             c = self._tcp.setdefault((e.family, e.daddr, e.dport), {"connects": 0, "failed": 0, "closes": 0})
-            c["connects" if t == EventType.TCP_CONNECT else "closes" if e.connected else "failed"] += 1
+            if t == EventType.TCP_CONNECT:
+                c["connects"] += 1
+            elif e.connected:
+                c["closes"] += 1
+            else:  # (its connect failed: no connection, so not counted as one)
+                c["failed"] += 1
+                c["connects"] = max(0, c["connects"] - 1)
         elif t == EventType.UDP_SEND:
             u = self._udp.setdefault((e.family, e.daddr, e.dport), {"sends": 0, "bytes": 0})
             u["sends"] += 1
@@ -142,7 +148,7 @@ class Summary:
                         for path, f in sorted(self._streams.items())],
             # (destinations this run connected to: a server's side of a connection is no destination)
             "tcp": [{"family": fam, "daddr": a, "dport": port, **c} for (fam, a, port), c in sorted(self._tcp.items())
-                    if c["connects"]],
+                    if c["connects"] or c["failed"]],
             "udp": [{"family": fam, "daddr": a, "dport": port, **c} for (fam, a, port), c in sorted(self._udp.items())],
             "exec_checks": [{"filename": f, "count": n} for f, n in sorted(self._exec_checks.items())],
             "file_permissions": [{"path": p, "mask": m, "access": _access(m), "count": n}
