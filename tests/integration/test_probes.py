@@ -439,11 +439,12 @@ async def test_names_that_are_not_utf8_keep_their_bytes(tmp_path: Path, token: s
         [EventType.FILE_OPEN, EventType.FILE_WRITE, EventType.PROCESS_EXEC], act,
         lambda seen: any(e.type == EventType.PROCESS_EXEC and token in "".join(e.argv) for e in seen),
     )
+    # (kprobe and fentry on overlayfs also see the backing file, by its own path: issue 14)
     raw = [e for e in events if e.type in (EventType.FILE_OPEN, EventType.FILE_WRITE) and e.pid == os.getpid()
-           and token in e.path]
+           and e.path == name.decode(errors="replace")]
     assert {e.type for e in raw} == {EventType.FILE_OPEN, EventType.FILE_WRITE}
     for e in raw:
-        assert e.path == name.decode(errors="replace") and bytes.fromhex(e.path_raw) == name
+        assert bytes.fromhex(e.path_raw) == name
         assert orjson.loads(e.to_json())["path_raw"] == e.path_raw
     (ex,) = [e for e in events if e.type == EventType.PROCESS_EXEC and token in "".join(e.argv)]
     assert ex.argv == ["/bin/true", arg.decode(errors="replace")]

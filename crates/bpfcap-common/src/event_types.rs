@@ -33,11 +33,11 @@ macro_rules! event_types {
                 /// the path as given to execve
                 filename: String,
                 /// present only when `filename` is not UTF-8 (it has U+FFFD then): its bytes, hex
-                filename_raw: Raw,
+                filename_raw: IfSome<String>,
                 /// arguments (2048 bytes at most)
                 argv: Vec<String>,
                 /// present only when an argument is not UTF-8: every argument's bytes, hex
-                argv_raw: RawList,
+                argv_raw: IfSome<Vec<String>>,
                 /// argv was cut
                 argv_truncated: bool,
                 /// a script's `#!` interpreter and its argument (`["/bin/sh"]`), null for a binary; argv is the script's own
@@ -47,9 +47,9 @@ macro_rules! event_types {
             }
             decode(ExecFields, |e| Exec {
                 filename: e.filename,
-                filename_raw: Raw(e.filename_raw),
+                filename_raw: IfSome(e.filename_raw),
                 argv: e.argv,
-                argv_raw: RawList(e.argv_raw),
+                argv_raw: IfSome(e.argv_raw),
                 interpreter: e.interpreter,
                 argv_truncated: e.argv_truncated,
                 filename_truncated: IfSet(e.filename_truncated),
@@ -183,7 +183,7 @@ macro_rules! event_types {
                 /// absolute path, or its end when `path_truncated`
                 path: String,
                 /// present only when `path` is not UTF-8 (it has U+FFFD then): its bytes, hex
-                path_raw: Raw,
+                path_raw: IfSome<String>,
                 /// the path was cut (deeper than 32 levels or longer than 2048 bytes)
                 path_truncated: bool,
                 /// file descriptor (null from kprobe, fentry and LSM mechanisms)
@@ -192,7 +192,7 @@ macro_rules! event_types {
                 flags: Option<u32>,
             }
             decode(FileFields, |f| FileOpen {
-                path: f.path, path_raw: Raw(f.path_raw), path_truncated: f.path_truncated, fd: f.fd, flags: f.flags,
+                path: f.path, path_raw: IfSome(f.path_raw), path_truncated: f.path_truncated, fd: f.fd, flags: f.flags,
             })
             probe("vfs_open", [
                 plan("kprobe", with_rename_watch![a("bpfcap_open_kp", Kprobe, "vfs_open")]),
@@ -210,7 +210,7 @@ macro_rules! event_types {
                 /// absolute path, or its end when `path_truncated`; `pipe:[INODE]`, `socket:[INODE]` or `anon_inode:[NAME]` for what is not a file
                 path: String,
                 /// present only when `path` is not UTF-8 (it has U+FFFD then): its bytes, hex
-                path_raw: Raw,
+                path_raw: IfSome<String>,
                 /// the path was cut (deeper than 32 levels or longer than 2048 bytes)
                 path_truncated: bool,
                 /// file descriptor (null from kprobe, fentry and LSM mechanisms)
@@ -219,7 +219,7 @@ macro_rules! event_types {
                 bytes: Option<i64>,
             }
             decode(FileFields, |f| FileRead {
-                path: f.path, path_raw: Raw(f.path_raw), path_truncated: f.path_truncated, fd: f.fd, bytes: f.bytes,
+                path: f.path, path_raw: IfSome(f.path_raw), path_truncated: f.path_truncated, fd: f.fd, bytes: f.bytes,
             })
             probe("vfs_read", [
                 plan("kprobe", with_vectored![read:
@@ -246,7 +246,7 @@ macro_rules! event_types {
                 /// absolute path, or its end when `path_truncated`; `pipe:[INODE]`, `socket:[INODE]` or `anon_inode:[NAME]` for what is not a file
                 path: String,
                 /// present only when `path` is not UTF-8 (it has U+FFFD then): its bytes, hex
-                path_raw: Raw,
+                path_raw: IfSome<String>,
                 /// the path was cut (deeper than 32 levels or longer than 2048 bytes)
                 path_truncated: bool,
                 /// file descriptor (null from kprobe, fentry and LSM mechanisms)
@@ -255,7 +255,7 @@ macro_rules! event_types {
                 bytes: Option<i64>,
             }
             decode(FileFields, |f| FileWrite {
-                path: f.path, path_raw: Raw(f.path_raw), path_truncated: f.path_truncated, fd: f.fd, bytes: f.bytes,
+                path: f.path, path_raw: IfSome(f.path_raw), path_truncated: f.path_truncated, fd: f.fd, bytes: f.bytes,
             })
             probe("vfs_write", [
                 plan("kprobe", with_vectored![write:
@@ -282,9 +282,9 @@ macro_rules! event_types {
                 /// the path as given to execve
                 filename: String,
                 /// present only when `filename` is not UTF-8 (it has U+FFFD then): its bytes, hex
-                filename_raw: Raw,
+                filename_raw: IfSome<String>,
             }
-            decode(FileFields, |f| ExecCheck { filename: f.path, filename_raw: Raw(f.path_raw) })
+            decode(FileFields, |f| ExecCheck { filename: f.path, filename_raw: IfSome(f.path_raw) })
             probe("bprm_check_security", [
                 plan("lsm", &[a("bpfcap_xchk_lsm", Lsm, "bprm_check_security")]),
                 plan("fentry", &[a("bpfcap_xchk_fe", Fentry, "security_bprm_check")]),
@@ -297,7 +297,7 @@ macro_rules! event_types {
                 /// absolute path, or its end when `path_truncated`; `pipe:[INODE]`, `socket:[INODE]` or `anon_inode:[NAME]` for what is not a file
                 path: String,
                 /// present only when `path` is not UTF-8 (it has U+FFFD then): its bytes, hex
-                path_raw: Raw,
+                path_raw: IfSome<String>,
                 /// the path was cut (deeper than 32 levels or longer than 2048 bytes)
                 path_truncated: bool,
                 /// file descriptor (null from kprobe, fentry and LSM mechanisms)
@@ -306,7 +306,7 @@ macro_rules! event_types {
                 mask: Option<u32>,
             }
             decode(FileFields, |f| FilePermission {
-                path: f.path, path_raw: Raw(f.path_raw), path_truncated: f.path_truncated, fd: f.fd, mask: f.flags,
+                path: f.path, path_raw: IfSome(f.path_raw), path_truncated: f.path_truncated, fd: f.fd, mask: f.flags,
             })
             probe("file_permission", [
                 plan("lsm", with_rename_watch![a("bpfcap_perm_lsm", Lsm, "file_permission")]),

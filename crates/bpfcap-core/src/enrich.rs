@@ -95,7 +95,7 @@ mod tests {
     use super::*;
     use crate::{
         event::Meta,
-        types::{Exec, IfSet, Raw, RawList},
+        types::{Exec, IfSet, IfSome},
     };
 
     static LOOKUPS: AtomicUsize = AtomicUsize::new(0);
@@ -114,8 +114,8 @@ mod tests {
                 filename: "/bin/x".into(),
                 argv: argv.iter().map(|s| s.to_string()).collect(),
                 filename_truncated: IfSet(false),
-                filename_raw: Raw(None),
-                argv_raw: RawList(None),
+                filename_raw: IfSome(None),
+                argv_raw: IfSome(None),
                 interpreter: None,
                 argv_truncated: false,
             }

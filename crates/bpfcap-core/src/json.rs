@@ -243,14 +243,14 @@ mod tests {
     use super::*;
     use bpfcap_common::{kind, Header};
 
-    use crate::types::{FileWrite, Raw};
+    use crate::types::{FileWrite, IfSome};
 
     fn file_event(path: &str) -> Event {
         Event {
             hdr: Header { kind: kind::FILE_WRITE, pid: 7, tid: 8, ts_ns: 5, ..Header::default() },
             payload: FileWrite {
                 path: path.into(),
-                path_raw: Raw(None),
+                path_raw: IfSome(None),
                 path_truncated: false,
                 fd: Some(3),
                 bytes: Some(11),

@@ -169,7 +169,7 @@ mod tests {
     use bpfcap_common::{kind, Header};
 
     use super::*;
-    use crate::types::{Exec, Exit, FileWrite, IfSet, Raw, RawList, TcpConnect};
+    use crate::types::{Exec, Exit, FileWrite, IfSet, IfSome, TcpConnect};
 
     fn event(kind: u16, payload: Payload) -> Event {
         let mut comm = [0u8; 16];
@@ -195,8 +195,8 @@ mod tests {
                 filename: "/bin/ls".into(),
                 argv: vec!["ls".into(), "-l".into()],
                 filename_truncated: IfSet(false),
-                filename_raw: Raw(None),
-                argv_raw: RawList(None),
+                filename_raw: IfSome(None),
+                argv_raw: IfSome(None),
                 interpreter: None,
                 argv_truncated: true,
             }
@@ -207,7 +207,7 @@ mod tests {
             kind::FILE_WRITE,
             FileWrite {
                 path: "/tmp/x".into(),
-                path_raw: Raw(None),
+                path_raw: IfSome(None),
                 path_truncated: false,
                 fd: Some(3),
                 bytes: Some(5),
@@ -241,8 +241,8 @@ mod tests {
                 filename: "/x".into(),
                 argv: vec!["a\nfake line".into(), "\u{1b}[2J\\".into()],
                 filename_truncated: IfSet(false),
-                filename_raw: Raw(None),
-                argv_raw: RawList(None),
+                filename_raw: IfSome(None),
+                argv_raw: IfSome(None),
                 interpreter: None,
                 argv_truncated: false,
             }

@@ -80,31 +80,18 @@ field!(Family, "str", |f| Value::Str(family_name(f.0)));
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Family(pub u16);
 
-/// The original bytes of a text field that is not UTF-8, as hex (its text
-/// has U+FFFD for each bad sequence); the key is left out otherwise.
+/// A value whose key appears only when there is one: the original bytes
+/// (hex) of a name that is not UTF-8 (`path_raw`: its text has U+FFFD for
+/// each bad sequence), or of every argument when one is not (`argv_raw`).
+/// Boxed: it is rare, and events stay small.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Raw(pub Option<Box<String>>); // (boxed: rare, and events stay small)
+pub struct IfSome<T>(pub Option<Box<T>>);
 
-impl Field for Raw {
-    const SCHEMA: &'static str = "str";
+impl<T: Field> Field for IfSome<T> {
+    const SCHEMA: &'static str = T::SCHEMA;
     const OPTIONAL: bool = true;
     fn value(&self) -> Value<'_> {
-        self.0.as_deref().map_or(Value::Null, |s| Value::Str(s))
-    }
-    fn omitted(&self) -> bool {
-        self.0.is_none()
-    }
-}
-
-/// As [`Raw`], for a list of texts (all of them, when one is not UTF-8).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RawList(pub Option<Box<Vec<String>>>);
-
-impl Field for RawList {
-    const SCHEMA: &'static str = "list[str]";
-    const OPTIONAL: bool = true;
-    fn value(&self) -> Value<'_> {
-        self.0.as_deref().map_or(Value::Null, |v| Value::Strs(v))
+        self.0.as_deref().map_or(Value::Null, T::value)
     }
     fn omitted(&self) -> bool {
         self.0.is_none()
