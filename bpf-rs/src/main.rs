@@ -6,6 +6,7 @@
 #![allow(internal_features)]
 #![feature(core_intrinsics)]
 
+mod change;
 mod common;
 mod file;
 mod net;

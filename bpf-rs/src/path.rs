@@ -3,13 +3,12 @@
 
 use aya_ebpf::{
     helpers::generated as h,
-    macros::{map, tracepoint},
+    macros::map,
     maps::{Array, PerCpuArray},
-    programs::TracePointContext,
 };
-use bpfcap_common::{flag, FileRecord, NAME_CAP, PATH_MAX_BYTES, PATH_MAX_DEPTH, PSEUDO_HEAD};
+use bpfcap_common::{flag, FileRecord, GIVEN_PATH_MAX, NAME_CAP, PATH_MAX_BYTES, PATH_MAX_DEPTH, PSEUDO_HEAD};
 
-use crate::common::{bump, count_lost, fill_header, off, output, peek, ring_has_room, CACHE_TTL_NS};
+use crate::common::{bump, count_lost, file_of_fd, fill_header, off, output, peek, ring_has_room, CACHE_TTL_NS};
 
 #[map(name = "BPFCAP_FILE_TMP")]
 static FILE_SCRATCH: PerCpuArray<FileRecord> = PerCpuArray::with_max_entries(1, 0);
@@ -35,8 +34,9 @@ pub fn file_record(kind: u16) -> Option<&'static mut FileRecord> {
     Some(rec)
 }
 
-/// Writes the components of `dentry` (on mount `vfsmnt`) into `rec.data`,
-/// leaf first. Stops at the root of the mount tree, or sets PATH_TRUNCATED.
+/// Writes the components of `dentry` (on mount `vfsmnt`) into `rec.data`
+/// after the `path_len` bytes already there, leaf first. Stops at the root
+/// of the mount tree, or sets PATH_TRUNCATED.
 ///
 /// Written for the verifier, which walks every loop step by step and can
 /// merge two paths only where their precisely known values agree (it took
@@ -81,8 +81,6 @@ pub fn fill_path(rec: &mut FileRecord, mut dentry: u64, vfsmnt: u64) {
         rec.hdr.flags |= flag::PATH_TRUNCATED;
     }
     unsafe { core::ptr::write_volatile(&mut walk.steps, steps as u64) };
-    rec.path_len = 0;
-    rec.path_depth = 0;
     let data = rec.data.as_mut_ptr();
     for step in 0..PATH_MAX_DEPTH as usize {
         if step as u64 >= unsafe { core::ptr::read_volatile(&walk.steps) } {
@@ -213,12 +211,10 @@ fn describe_pseudo(rec: &mut FileRecord, file: u64, dentry: u64) {
 #[map(name = "BPFCAP_RENAMES")]
 static RENAMES: Array<u64> = Array::with_max_entries(1, 0);
 
-/// At the exit of rename(2), renameat(2), renameat2(2), unlink(2),
-/// unlinkat(2), rmdir(2): the change is done, so what is cached is stale.
-#[tracepoint]
-pub fn bpfcap_renamed(_ctx: TracePointContext) -> u32 {
+/// A rename or unlink is done (any process's): what is cached is stale.
+#[inline(always)]
+pub fn paths_changed() {
     bump(&RENAMES);
-    0
 }
 
 /// Paths built last on this CPU, by (dentry, mount), replaced in turn: a file
@@ -250,6 +246,45 @@ struct CachedPath {
 
 #[map(name = "BPFCAP_PATH_TMP")]
 static PATH_CACHE: PerCpuArray<PathCache> = PerCpuArray::with_max_entries(1, 0);
+
+/// A path as a syscall was given it (`name`, in user memory), relative to
+/// `dirfd` (`AT_FDCWD`: the cwd): the string, then, when it is relative,
+/// the directory's components (see `ChangeRecord`). Not cached: these
+/// syscalls are rare, and the directory need not be what an event named last.
+#[inline(always)]
+pub fn fill_given_path(rec: &mut FileRecord, dirfd: i64, name: u64) {
+    let n =
+        unsafe { h::bpf_probe_read_user_str(rec.data.as_mut_ptr().cast(), GIVEN_PATH_MAX as u32, name as *const _) };
+    if n <= 0 {
+        rec.data[0] = 0;
+        rec.path_len = 1;
+    } else {
+        rec.path_len = n as u16;
+        if n as usize == GIVEN_PATH_MAX {
+            rec.hdr.flags |= flag::PATH_TRUNCATED;
+        }
+    }
+    rec.path_depth = 1;
+    if rec.data[0] == b'/' {
+        return;
+    }
+    let (mnt, dentry) = if dirfd == AT_FDCWD {
+        let fs = peek::<u64>(unsafe { h::bpf_get_current_task() }, off!(task_fs));
+        let pwd = fs.wrapping_add(off!(fs_pwd) as u64);
+        (peek::<u64>(pwd, off!(path_mnt)), peek::<u64>(pwd, off!(path_dentry)))
+    } else {
+        let path = file_of_fd(dirfd).wrapping_add(off!(file_path) as u64);
+        (peek::<u64>(path, off!(path_mnt)), peek::<u64>(path, off!(path_dentry)))
+    };
+    if mnt == 0 || dentry == 0 {
+        rec.hdr.flags |= flag::PATH_TRUNCATED;
+        return;
+    }
+    fill_path(rec, dentry, mnt);
+}
+
+/// `AT_FDCWD`: a path relative to the current directory.
+pub const AT_FDCWD: i64 = -100;
 
 /// A plain string (a filename as passed to execve) as the record's path.
 #[inline(always)]

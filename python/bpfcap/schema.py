@@ -61,6 +61,10 @@ SUMMARY: dict[str, str] = {
     "udp": "list[dict]",
     "exec_checks": "list[dict]",
     "file_permissions": "list[dict]",
+    "deleted": "list[dict]",
+    "renamed": "list[dict]",
+    "dirs_created": "list[dict]",
+    "failed_changes": "list[dict]",
     "events": "dict",
     "lost": "dict",
 }
@@ -73,6 +77,10 @@ SUMMARY_PARTS: dict[str, dict[str, str]] = {
     "udp": {"family": "str", "daddr": "str", "dport": "int", "sends": "int", "bytes": "int"},
     "exec_checks": {"filename": "str", "count": "int"},
     "file_permissions": {"path": "str", "mask": "int", "access": "str", "count": "int"},
+    "deleted": {"path": "str", "dir": "bool", "count": "int"},
+    "renamed": {"path": "str", "new_path": "str", "count": "int"},
+    "dirs_created": {"path": "str", "count": "int"},
+    "failed_changes": {"type": "str", "path": "str", "new_path": "str?", "error": "int", "count": "int"},
 }
 
 _PY: dict[str, Any] = {"int": int, "str": str, "bool": bool, "float": (int, float), "dict": dict}
@@ -161,6 +169,10 @@ MEANING: dict[str, str] = {
     "udp": "per destination: family, daddr, dport, sends, bytes",
     "exec_checks": "per filename: count",
     "file_permissions": "per path and mask: access (read, write, ...), count",
+    "deleted": "per path deleted: dir (a directory), count",
+    "renamed": "per rename done: path (old), new_path, count",
+    "dirs_created": "per directory created: path, count",
+    "failed_changes": "per delete, rename or mkdir that failed (nothing changed): type, path, new_path (renames), error (errno), count",
     "events": "events by type",
     "lost": "events lost, by reason",
 }

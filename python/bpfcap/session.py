@@ -15,7 +15,7 @@ import math
 import os
 import shutil
 import signal
-from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Iterable, Mapping, Optional, Sequence, TypeVar
 
 import anyio
 import anyio.abc
@@ -63,6 +63,10 @@ class Summary:
         self._udp: dict[tuple[str, str, int], dict[str, int]] = {}
         self._exec_checks: dict[str, int] = {}
         self._permissions: dict[tuple[str, int], int] = {}
+        self._deleted: dict[tuple[str, bool], int] = {}
+        self._renamed: dict[tuple[str, str], int] = {}
+        self._mkdirs: dict[str, int] = {}
+        self._failed: dict[tuple[str, str, Optional[str], int], int] = {}
         self.events: dict[str, int] = {}
         self.lost: dict[str, int] = {}
 
@@ -115,10 +119,18 @@ class Summary:
             u["sends"] += 1
             u["bytes"] += e.bytes or 0
         elif t == EventType.EXEC_CHECK:
-            self._exec_checks[e.filename] = self._exec_checks.get(e.filename, 0) + 1
+            _bump(self._exec_checks, e.filename)
         elif t == EventType.FILE_PERMISSION:
-            key = (e.path, e.mask or 0)
-            self._permissions[key] = self._permissions.get(key, 0) + 1
+            _bump(self._permissions, (e.path, e.mask or 0))
+        elif t in _CHANGES:
+            if e.error is not None:
+                _bump(self._failed, (name, e.path, e.new_path, e.error))
+            elif t == EventType.FILE_DELETE:
+                _bump(self._deleted, (e.path, e.dir))
+            elif t == EventType.FILE_RENAME:
+                _bump(self._renamed, (e.path, e.new_path))
+            else:
+                _bump(self._mkdirs, e.path)
 
     def _tree(self, pid: int, seen: set[int]) -> dict[str, Any]:
         seen.add(pid)
@@ -153,6 +165,11 @@ class Summary:
             "exec_checks": [{"filename": f, "count": n} for f, n in sorted(self._exec_checks.items())],
             "file_permissions": [{"path": p, "mask": m, "access": _access(m), "count": n}
                                  for (p, m), n in sorted(self._permissions.items())],
+            "deleted": [{"path": p, "dir": d, "count": n} for (p, d), n in sorted(self._deleted.items())],
+            "renamed": [{"path": p, "new_path": q, "count": n} for (p, q), n in sorted(self._renamed.items())],
+            "dirs_created": [{"path": p, "count": n} for p, n in sorted(self._mkdirs.items())],
+            "failed_changes": [{"type": t, "path": p, "new_path": q, "error": err, "count": n}
+                               for (t, p, q, err), n in sorted(self._failed.items(), key=lambda kv: str(kv[0]))],
             "events": dict(sorted(self.events.items())),
             "lost": dict(sorted(self.lost.items())),
         }
@@ -187,6 +204,17 @@ class Summary:
         if d["udp"]:
             out.append("udp (sends, bytes):")
             out += [f"  {u['daddr']}:{u['dport']}  {u['sends']}, {u['bytes']}" for u in d["udp"]]
+        for key, title in (("deleted", "deleted"), ("dirs_created", "directories created")):
+            if d[key]:
+                out.append(f"{title}:")
+                out += [f"  {x['path']}{'/' if x.get('dir') else ''}" for x in d[key]]
+        if d["renamed"]:
+            out.append("renamed:")
+            out += [f"  {x['path']} -> {x['new_path']}" for x in d["renamed"]]
+        if d["failed_changes"]:
+            out.append("failed changes (errno):")
+            out += [f"  {x['type']} {x['path']}{' -> ' + x['new_path'] if x['new_path'] else ''} ({x['error']})"
+                    for x in d["failed_changes"]]
         if d["exec_checks"] or d["file_permissions"]:
             out.append(f"security: {sum(x['count'] for x in d['exec_checks'])} exec checks, "
                        f"{sum(x['count'] for x in d['file_permissions'])} file permission checks")
@@ -194,6 +222,14 @@ class Summary:
         lost = ", ".join(f"{k} {v}" for k, v in d["lost"].items()) or "none"
         out.append(f"events: {total} ({', '.join(f'{k} {v}' for k, v in d['events'].items())}); lost: {lost}")
         return "\n".join(out)
+
+
+_CHANGES = (EventType.FILE_DELETE, EventType.FILE_RENAME, EventType.FILE_MKDIR)
+_K = TypeVar("_K")
+
+
+def _bump(counts: dict[_K, int], key: _K) -> None:
+    counts[key] = counts.get(key, 0) + 1
 
 
 def _access(mask: int) -> str:

@@ -3,11 +3,12 @@ import pytest
 from bpfcap import BPFProgSpec, ConfigError, SupportedProbes
 
 
-def test_supported_probes_are_the_specs_eleven_with_plans() -> None:
+def test_supported_probes_are_the_specs_eleven_and_the_file_changes_with_plans() -> None:
     names = [p["name"] for p in SupportedProbes]
     assert names == [
         "sched_process_exec", "sched_process_exit", "sched_process_fork", "tcp_connect", "tcp_close",
         "udp_sendmsg", "vfs_open", "vfs_read", "vfs_write", "bprm_check_security", "file_permission",
+        "file_delete", "file_rename", "file_mkdir",
     ]
     plans = {p["name"]: [m for m, _ in p["plans"]] for p in SupportedProbes}
     assert plans["tcp_connect"] == ["kprobe", "fentry", "tracepoint"]

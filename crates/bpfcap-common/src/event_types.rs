@@ -26,6 +26,7 @@ macro_rules! event_types {
             keys [
                 filename, filename_raw, argv, argv_raw, argv_truncated, interpreter, filename_truncated, exit_code, signal, core_dumped, child_pid,
                 family, saddr, sport, daddr, dport, connected, bytes, path, path_raw, path_truncated, fd, flags, mask,
+                new_path, new_path_raw, new_path_truncated, dir, mode, error,
             ]
 
             /// A process replaced its program (execve or execveat succeeded).
@@ -325,6 +326,82 @@ macro_rules! event_types {
                     opt("bpfcap_pwr_etp", Tracepoint, "syscalls:sys_enter_pwritev2"),
                 ]),
             ])
+
+            /// A file or directory was deleted, or a process tried to (unlink, unlinkat, rmdir).
+            FileDelete = 13 FILE_DELETE "file_delete" {
+                /// absolute path (the name given, made absolute from the cwd or dirfd and normalized), or its end when `path_truncated`
+                path: String,
+                /// present only when `path` is not UTF-8 (it has U+FFFD then): its bytes, hex
+                path_raw: IfSome<String>,
+                /// the path was cut (deeper than 32 levels or longer than 2048 bytes)
+                path_truncated: bool,
+                /// a directory was removed (rmdir, unlinkat with `AT_REMOVEDIR`)
+                dir: bool,
+                /// errno when the syscall failed (nothing changed then), null when it succeeded
+                error: Option<u16>,
+            }
+            decode(ChangeFields, |c| FileDelete {
+                path: c.path, path_raw: IfSome(c.path_raw), path_truncated: c.path_truncated,
+                dir: c.mode & AT_REMOVEDIR != 0, error: c.error,
+            })
+            // (one program at the exits: the arguments are read from the saved user registers)
+            probe("file_delete", [plan("tracepoint", &[
+                a("bpfcap_change_xtp", Tracepoint, "syscalls:sys_exit_unlink"),
+                a("bpfcap_change_xtp", Tracepoint, "syscalls:sys_exit_unlinkat"),
+                a("bpfcap_change_xtp", Tracepoint, "syscalls:sys_exit_rmdir"),
+            ])])
+
+            /// A file or directory was renamed or moved, or a process tried to (rename, renameat, renameat2).
+            FileRename = 14 FILE_RENAME "file_rename" {
+                /// the old absolute path, as `file_delete`'s
+                path: String,
+                /// present only when `path` is not UTF-8 (it has U+FFFD then): its bytes, hex
+                path_raw: IfSome<String>,
+                /// the old path was cut
+                path_truncated: bool,
+                /// the new absolute path
+                new_path: String,
+                /// present only when `new_path` is not UTF-8: its bytes, hex
+                new_path_raw: IfSome<String>,
+                /// the new path was cut
+                new_path_truncated: bool,
+                /// renameat2's flags (`RENAME_NOREPLACE` 1, `RENAME_EXCHANGE` 2, `RENAME_WHITEOUT` 4), else 0
+                flags: u16,
+                /// errno when the syscall failed (nothing changed then), null when it succeeded
+                error: Option<u16>,
+            }
+            decode(ChangeFields, |c| FileRename {
+                path: c.path, path_raw: IfSome(c.path_raw), path_truncated: c.path_truncated,
+                new_path: c.path2, new_path_raw: IfSome(c.path2_raw), new_path_truncated: c.path2_truncated,
+                flags: c.mode as u16, error: c.error,
+            })
+            probe("file_rename", [plan("tracepoint", &[
+                a("bpfcap_change_xtp", Tracepoint, "syscalls:sys_exit_rename"),
+                a("bpfcap_change_xtp", Tracepoint, "syscalls:sys_exit_renameat"),
+                opt("bpfcap_change_xtp", Tracepoint, "syscalls:sys_exit_renameat2"),
+            ])])
+
+            /// A directory was created, or a process tried to (mkdir, mkdirat).
+            FileMkdir = 15 FILE_MKDIR "file_mkdir" {
+                /// the new directory's absolute path, as `file_delete`'s
+                path: String,
+                /// present only when `path` is not UTF-8 (it has U+FFFD then): its bytes, hex
+                path_raw: IfSome<String>,
+                /// the path was cut
+                path_truncated: bool,
+                /// the mode asked for (before the umask)
+                mode: u32,
+                /// errno when the syscall failed (nothing changed then), null when it succeeded
+                error: Option<u16>,
+            }
+            decode(ChangeFields, |c| FileMkdir {
+                path: c.path, path_raw: IfSome(c.path_raw), path_truncated: c.path_truncated,
+                mode: c.mode, error: c.error,
+            })
+            probe("file_mkdir", [plan("tracepoint", &[
+                a("bpfcap_change_xtp", Tracepoint, "syscalls:sys_exit_mkdir"),
+                a("bpfcap_change_xtp", Tracepoint, "syscalls:sys_exit_mkdirat"),
+            ])])
         }
     };
 }

@@ -59,6 +59,8 @@ pub mod flag {
     pub const NOT_CONNECTED: u16 = 1 << 11;
     /// The exec ran a script through its `#!` interpreter.
     pub const SCRIPT: u16 = 1 << 12;
+    /// A [`ChangeRecord`]'s second path stopped before the root.
+    pub const PATH2_TRUNCATED: u16 = 1 << 13;
 }
 
 /// Bytes before the name in the data of a `flag::PSEUDO` file record.
@@ -161,6 +163,31 @@ pub struct FileRecord {
     /// With `CHECKED`: nanoseconds from the permission check to this record.
     pub checked_ns: u32,
     pub data: [u8; PATH_MAX_BYTES + NAME_CAP],
+}
+
+/// Bytes of a path string a [`ChangeRecord`] takes as given (with its NUL).
+pub const GIVEN_PATH_MAX: usize = 1024;
+
+/// `file_delete`, `file_rename`, `file_mkdir`: what a syscall changed in the
+/// file system, sent at its exit. `data` holds the first path's `path_len`
+/// bytes, then the second's `path2_len` (a rename's new name). Each path is
+/// the string the syscall was given (NUL-terminated, [`GIVEN_PATH_MAX`] bytes
+/// at most), then, when that string is relative, the NUL-terminated
+/// components of the directory it is relative to (the cwd or the dirfd's),
+/// leaf first up to the root: userspace joins and normalizes them.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ChangeRecord {
+    pub hdr: Header,
+    /// The syscall's return value: 0, or -errno when it failed.
+    pub result: i32,
+    /// The mode asked for (`file_mkdir`); `AT_REMOVEDIR` (`file_delete` of a
+    /// directory); renameat2's flags (`file_rename`).
+    pub mode: u32,
+    pub path_len: u16,
+    pub path2_len: u16,
+    pub _pad: u32,
+    pub data: [u8; 2 * PATH_MAX_BYTES],
 }
 
 /// Raw tracepoint-record bytes a `probe` record carries at most.
@@ -266,6 +293,9 @@ kernel_offsets! {
     bprm_file => "linux_binprm", "file";
     bprm_interp => "linux_binprm", "interp";
     task_files => "task_struct", "files";
+    task_fs => "task_struct", "fs";
+    fs_pwd => "fs_struct", "pwd";
+    task_stack => "task_struct", "stack";
     files_fdt => "files_struct", "fdt";
     fdt_fd => "fdtable", "fd";
     fdt_max_fds => "fdtable", "max_fds";
@@ -507,7 +537,9 @@ const _: () = {
     assert!(size_of::<Settings>() == 48);
     assert!(size_of::<NetRecord>() == 128);
     assert!(offset_of!(FileRecord, data) == 104);
-    assert!(size_of::<FilterConfig>() == 24 + 4 * kind::COUNT as usize + 4);
+    assert!(offset_of!(ChangeRecord, data) == 96);
+    assert!(GIVEN_PATH_MAX < PATH_MAX_BYTES - NAME_CAP);
+    assert!(size_of::<FilterConfig>() == (24 + 4 * kind::COUNT as usize + 4).next_multiple_of(8));
     assert!(PATH_MAX_BYTES.is_power_of_two() && NAME_CAP.is_power_of_two());
     assert!(offset_of!(ProbeRecord, data) == 152);
     assert!(PROBE_DATA_AREA.is_power_of_two() && PROBE_STRS * PROBE_STR_MAX + PROBE_DATA_MAX <= PROBE_DATA_AREA);

@@ -256,7 +256,7 @@ mod tests {
         // to CAP_BPF+CAP_PERFMON where perf_event_paranoid is 3).
         let mut k = Fake::default();
         k.refused.insert(ProgType::Kprobe, "no kprobes here".into());
-        k.failing.insert("bpfcap_renamed", Error::Privilege { what: String::new(), needed: "CAP_SYS_ADMIN" });
+        k.failing.insert("bpfcap_change_xtp", Error::Privilege { what: String::new(), needed: "CAP_SYS_ADMIN" });
         let mut a = Attacher::new(vec![]);
         a.attach_probe(&mut k, probe("vfs_open")).unwrap();
         assert_eq!(a.active[0].mechanism, "fentry");

@@ -79,7 +79,7 @@ use ProgType::*;
 
 /// A plan's attachments, and the watch that every plan of a probe whose
 /// events name files needs: at each rename or unlink the programs' path
-/// cache is stale (see `bpfcap_renamed`). Optional, so a kernel without
+/// cache is stale (see `bpfcap_change_xtp`). Optional, so a kernel without
 /// syscall tracepoints keeps the plan (its cached paths then live for
 /// `CACHE_TTL_NS` at most).
 /// The copies (copy_file_range, splice, sendfile: a read and a write in one
@@ -131,12 +131,12 @@ macro_rules! with_rename_watch {
     ($($at:expr),* $(,)?) => {
         &[
             $($at,)*
-            opt("bpfcap_renamed", Tracepoint, "syscalls:sys_exit_rename"),
-            opt("bpfcap_renamed", Tracepoint, "syscalls:sys_exit_renameat"),
-            opt("bpfcap_renamed", Tracepoint, "syscalls:sys_exit_renameat2"),
-            opt("bpfcap_renamed", Tracepoint, "syscalls:sys_exit_unlink"),
-            opt("bpfcap_renamed", Tracepoint, "syscalls:sys_exit_unlinkat"),
-            opt("bpfcap_renamed", Tracepoint, "syscalls:sys_exit_rmdir"),
+            opt("bpfcap_change_xtp", Tracepoint, "syscalls:sys_exit_rename"),
+            opt("bpfcap_change_xtp", Tracepoint, "syscalls:sys_exit_renameat"),
+            opt("bpfcap_change_xtp", Tracepoint, "syscalls:sys_exit_renameat2"),
+            opt("bpfcap_change_xtp", Tracepoint, "syscalls:sys_exit_unlink"),
+            opt("bpfcap_change_xtp", Tracepoint, "syscalls:sys_exit_unlinkat"),
+            opt("bpfcap_change_xtp", Tracepoint, "syscalls:sys_exit_rmdir"),
         ]
     };
 }
