@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import glob
 import os
 import re
@@ -88,4 +89,52 @@ def strace_io(argv: list[str], log: str, calls: str = "read,write") -> tuple[sub
                 m = re.match(r"(\w+)\(\d+<(.*?)>, .*\)\s+=\s+(-?\d+)", line)
                 if m:
                     seen.append((pid, m[1], m[2], int(m[3])))
+    return proc, seen
+
+
+CHANGE_CALLS = "unlink,unlinkat,rmdir,rename,renameat,renameat2,mkdir,mkdirat"
+_DIRFD = r'(AT_FDCWD(?:<[^>]*>)?|-?\d+<[^>]*>|-?\d+)'
+_STR = r'"((?:[^"\\]|\\.)*)"'
+
+
+def strace_changes(argv: list[str], log: str, cwd: str) -> tuple[subprocess.CompletedProcess[bytes], list[tuple[str, str, str | None, int | None]]]:
+    """Runs `argv` in `cwd` under `strace -ff -yy` and returns the file
+    changes it saw, as bpfcap reports them: (type, absolute path, new path
+    or None, errno or None). Paths are made absolute from the dirfd strace
+    names (`3</dir>`, `AT_FDCWD</dir>`), or `cwd` for unlink, rmdir, rename
+    and mkdir (from the process's cwd, following its chdir and fchdir; a
+    process that changed its cwd must not fork)."""
+    proc = subprocess.run(["strace", "-ff", "-yy", "-qq", "-e", f"trace={CHANGE_CALLS},chdir,fchdir", "-o", log, *argv],
+                          capture_output=True, timeout=120, cwd=cwd)
+    seen: list[tuple[str, str, str | None, int | None]] = []
+    for path in sorted(glob.glob(glob.escape(log) + ".*")):
+        here = cwd  # (each process's own: `mkdir -p` climbs with fchdir)
+
+        def absolute(dirfd: str | None, name: str) -> str:
+            base = here if dirfd in (None, "AT_FDCWD") else re.sub(r"^[^<]*<(.*)>$", r"\1", dirfd)
+            return os.path.normpath(os.path.join(base, name))
+
+        with open(path, errors="surrogateescape") as f:
+            for line in f:
+                m = re.match(r"(\w+)\((.*)\)\s+=\s+(-?\d+)(?: (E\w+))?", line)
+                if not m:
+                    continue
+                call, args, err = m[1], m[2], (getattr(errno, m[4]) if m[4] else None)
+                dirfds = re.findall(_DIRFD + r', ' + _STR, args)
+                names = re.findall(_STR, args)
+                if call in ("chdir", "fchdir"):
+                    if err is None:
+                        here = absolute(None, names[0]) if call == "chdir" else re.sub(r"^[^<]*<(.*)>$", r"\1", args)
+                elif call in ("unlink", "rmdir"):
+                    seen.append(("file_delete", absolute(None, names[0]), None, err))
+                elif call == "unlinkat":
+                    seen.append(("file_delete", absolute(*dirfds[0]), None, err))
+                elif call == "rename":
+                    seen.append(("file_rename", absolute(None, names[0]), absolute(None, names[1]), err))
+                elif call.startswith("renameat"):
+                    seen.append(("file_rename", absolute(*dirfds[0]), absolute(*dirfds[1]), err))
+                elif call == "mkdir":
+                    seen.append(("file_mkdir", absolute(None, names[0]), None, err))
+                elif call == "mkdirat":
+                    seen.append(("file_mkdir", absolute(*dirfds[0]), None, err))
     return proc, seen

@@ -22,7 +22,7 @@ import pytest
 
 from bpfcap import CaptureManager, EventType, PerformanceConfig
 
-from .helpers import PLANS, collect_until, expected_mechanism, strace_io
+from .helpers import PLANS, collect_until, expected_mechanism, strace_changes, strace_io
 
 pytestmark = pytest.mark.anyio
 FAST = PerformanceConfig(ring_buffer_size=1 << 24, batch_size=256, poll_interval=0.01)
@@ -472,6 +472,60 @@ async def test_deep_paths_are_complete_and_long_ones_say_so(tmp_path: Path, toke
     long = [e for e in events if f"{token}-long.txt" in (e.path or "")]
     assert long and long[0].path_truncated is True
     assert not long[0].path.startswith("/") and str(long_target).endswith(long[0].path)
+
+
+# -- file changes ----------------------------------------------------------------------
+
+CHANGES = [EventType.FILE_DELETE, EventType.FILE_RENAME, EventType.FILE_MKDIR]
+
+
+async def test_file_changes_of_real_programs_are_what_strace_sees(tmp_path: Path, token: str) -> None:
+    # coreutils (mkdir -p, mv, rm -r, rmdir), git (its lock files renamed
+    # into place), and Python's dirfd-relative forms, failures included;
+    # strace -yy gives the reference (paths made absolute from its dirfds).
+    d = tmp_path.resolve()
+    t = f"{d}/{token}"
+    shell = (
+        f"mkdir -p {token}/a/b/c && touch {token}/a/f1 {token}/a/b/f2 && mv {token}/a/f1 {token}/a/g1"
+        f" && mv {token}/a/b {token}/moved && rm -r {token}/moved; rmdir {token}/a/none; mv {token}/none {token}/x;"
+        f" mkdir {token}/a; mkdir {token}/repo && echo hi > {token}/repo/f"
+    )
+    git = "git init -q && git add f && git -c user.name=t -c user.email=t@t commit -qm m && git rm -q f"
+    script = (
+        "import os, sys\n"
+        "t = sys.argv[1]\n"
+        "fd = os.open(t + '/a', os.O_RDONLY | os.O_DIRECTORY)\n"
+        "os.mkdir('c', dir_fd=fd); os.rename('g1', 'c/g2', src_dir_fd=fd, dst_dir_fd=fd)\n"
+        "os.rename(t + '/a/c/g2', 'a/./c/../g3')\n"  # relative to the cwd, which is t's parent
+        "os.unlink('g3', dir_fd=fd); os.rmdir('c', dir_fd=fd)\n"
+        "try: os.unlink('gone', dir_fd=fd)\n"
+        "except FileNotFoundError: pass\n"
+        "os.mkdir(t + '/end')\n"
+    )
+    log = str(tmp_path / "strace.log")
+    traced: list[Any] = []
+
+    def act() -> None:
+        traced.append(strace_changes(["sh", "-c", shell], log + "-sh", cwd=str(d)))
+        traced.append(strace_changes(["sh", "-c", git], log + "-git", cwd=f"{t}/repo"))
+        traced.append(strace_changes(["python3", "-c", script.replace("'a/", f"'{token}/a/"), t], log + "-py", cwd=str(d)))
+
+    events, _, mgr = await capture(CHANGES, act, lambda seen: any(e.path == f"{t}/end" for e in seen))
+    for (proc, _), what in zip(traced, ("sh", "git", "python")):
+        assert proc.returncode == 0, (what, proc.stderr)
+    want = sorted((c for _, seen in traced for c in seen if c[1].startswith(t)), key=str)
+    got = sorted(((e.type_name, e.path, e.new_path, e.error) for e in events if e.path.startswith(t)), key=str)
+    # (what each part must have shown, so that agreement is not agreement on nothing)
+    assert ("file_rename", f"{t}/a/b", f"{t}/moved", None) in want
+    assert ("file_delete", f"{t}/a/none", None, errno.ENOENT) in want
+    assert any(c[0] == "file_rename" and c[2] == f"{t}/repo/.git/index" for c in want)
+    assert ("file_rename", f"{t}/a/c/g2", f"{t}/a/g3", None) in want
+    assert got == want
+    for probe in ("file_delete", "file_rename", "file_mkdir"):
+        check_mechanism(mgr, probe)
+    dirs = {e.path: e.dir for e in events if e.type == EventType.FILE_DELETE and e.error is None}
+    assert (dirs[f"{t}/moved/c"], dirs[f"{t}/moved/f2"]) == (True, False)
+    assert {e.mode for e in events if e.type == EventType.FILE_MKDIR and e.path == f"{t}/end"} == {0o777}
 
 
 # -- network ---------------------------------------------------------------------------
