@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from .helpers import OFFERED
+from .helpers import OFFERED, PLANS
 
 
 def bpfcap(cmd: list[str], *args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess[str]:
@@ -131,7 +131,8 @@ def test_doctor_text_names_fallbacks(bpfcap_cmd: list[str]) -> None:
     r = bpfcap(bpfcap_cmd, "doctor")
     assert r.returncode == 0, r.stderr
     lines = {line.split()[1]: line for line in r.stdout.splitlines() if line.startswith("probe ")}
-    assert len(lines) == 11
+    assert sorted(lines) == sorted(PLANS)  # every built-in probe, the file changes' too
+    assert "tracepoint" in lines["file_delete"]
     if "kprobe" not in OFFERED:
         # Host kernel: kprobe/fentry/LSM refused, each fallback named.
         assert "tracepoint (fallback; skipped kprobe, fentry)" in lines["tcp_connect"]
