@@ -4,7 +4,11 @@
 //! cannot do (no rust-src); Debian's rustc-web/cargo-web with rust-web-src can
 //! (see bpf-rs/README.md). `make setup` installs them and bpf-linker.
 
-use std::{env, path::PathBuf, process::Command};
+use std::{
+    env,
+    path::PathBuf,
+    process::{Command, Stdio},
+};
 
 fn main() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
@@ -32,7 +36,10 @@ fn main() {
         .arg(&target_dir)
         .env("RUSTC", &rustc)
         .env("RUSTC_BOOTSTRAP", "1")
-        .env("PATH", path);
+        .env("PATH", path)
+        // (cargo's `rustc -` probes read stdin: twice a CI run's build failed
+        // on text found there, so they get nothing)
+        .stdin(Stdio::null());
     // Nothing of the outer (host) build may leak into the BPF build.
     for (key, _) in env::vars_os() {
         let key = key.to_string_lossy();
