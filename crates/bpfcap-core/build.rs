@@ -4,11 +4,7 @@
 //! cannot do (no rust-src); Debian's rustc-web/cargo-web with rust-web-src can
 //! (see bpf-rs/README.md). `make setup` installs them and bpf-linker.
 
-use std::{
-    env,
-    path::PathBuf,
-    process::{Command, Stdio},
-};
+use std::{env, path::PathBuf, process::Command};
 
 fn main() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").unwrap());
@@ -36,10 +32,7 @@ fn main() {
         .arg(&target_dir)
         .env("RUSTC", &rustc)
         .env("RUSTC_BOOTSTRAP", "1")
-        .env("PATH", path)
-        // (cargo's `rustc -` probes read stdin: twice a CI run's build failed
-        // on text found there, so they get nothing)
-        .stdin(Stdio::null());
+        .env("PATH", path);
     // Nothing of the outer (host) build may leak into the BPF build.
     for (key, _) in env::vars_os() {
         let key = key.to_string_lossy();
